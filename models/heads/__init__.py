@@ -1,0 +1,1 @@
+"""Head models: identity code + expression code -> signed distance field."""

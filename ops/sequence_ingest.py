@@ -1,0 +1,279 @@
+"""Per-sequence ingestion: read one sequence folder, write one store component, skip if current.
+
+Each function here is the logic behind one per-sequence asset. They share one shape:
+fingerprint the inputs, return `cached` when the stored component already matches, else
+read and validate, write the component whole, and describe what was written.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ops import audio_cleaning
+from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
+from storage.fingerprint import hash_files, hash_tree, hash_values
+from storage.layout import SequenceFolder
+from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
+
+# Bump a component's version when the code that makes it changes what it writes.
+CODE_VERSIONS = {
+    "audio": "audio-1",
+    "audio_features": "audio-features-1",
+    "nphm": "nphm-1",
+    "flame": "flame-1",
+    "nphm_meshes": "nphm-meshes-1",
+}
+
+
+@dataclass
+class IngestOutcome:
+    """What one per-sequence step did, in the words its asset reports."""
+
+    status: str  # "materialized" | "cached" | "absent"
+    path: Path | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    target_rate: int = 16_000
+    target_lufs: float = -23.0
+    max_duration_s: float = 20 * 60.0
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    fps: int = 24
+    max_drift_s: float = 1.0  # audio vs motion length; beyond this the sequence is refused
+    warn_drift_frames: float = 2.0  # beyond this the drift check warns
+
+
+def _frame_files(folder: Path, suffix: str) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith("frame_") and p.name.endswith(suffix))
+
+
+def _cached(store: SequenceStore, key: str, component: str, fingerprint: str) -> IngestOutcome | None:
+    """The stored component's outcome (its summary and the checks it passed) if it is current."""
+    attrs = store.attrs(key, component)
+    if attrs is None or attrs.get(FINGERPRINT_ATTR) != fingerprint:
+        return None
+    metadata = {k: v for k, v in attrs.items() if k in attrs.get("summary_keys", [])}
+    checks = [CheckOutcome(**c) for c in attrs.get("checks", [])]
+    return IngestOutcome("cached", store.component_path(key, component), metadata, checks)
+
+
+def _write(
+    store: SequenceStore, key: str, component: str, arrays: dict, fingerprint: str, summary: dict, checks: list[CheckOutcome]
+) -> IngestOutcome:
+    attrs = {
+        **summary,
+        FINGERPRINT_ATTR: fingerprint,
+        "code_version": CODE_VERSIONS[component],
+        "summary_keys": sorted(summary),
+        "checks": [asdict(c) for c in checks],
+    }
+    path = store.write_component(key, component, arrays, attrs).path
+    return IngestOutcome("materialized", path, summary, checks)
+
+
+# ------------------------------------------------------------------------------------------ audio
+
+
+def ingest_cleaned_audio(seq: SequenceFolder, store: SequenceStore, settings: AudioSettings = AudioSettings()) -> IngestOutcome:
+    """Any audio file -> 16 kHz mono float32, DC removed, loudness-normalized (`<seq>.zarr/audio`)."""
+    source = seq.audio_file()
+    fingerprint = hash_values(inputs=hash_files([source]), settings=settings.__dict__, code=CODE_VERSIONS["audio"])
+    if cached := _cached(store, seq.key, "audio", fingerprint):
+        return cached
+    cleaned = audio_cleaning.clean_audio_file(
+        source, target_rate=settings.target_rate, target_lufs=settings.target_lufs, max_duration_s=settings.max_duration_s
+    )
+    summary = {
+        "source_file": str(source),
+        "sample_rate": cleaned.sample_rate,
+        "n_samples": int(cleaned.samples.size),
+        **cleaned.stats.as_dict(),
+    }
+    checks = [check_finite("audio_finite", cleaned.samples, str(source))]
+    return _write(store, seq.key, "audio", {"samples": cleaned.samples.astype(np.float32)}, fingerprint, summary, checks)
+
+
+# --------------------------------------------------------------------------------- audio features
+
+
+class EncoderSource:
+    """A Wav2Vec2 weights location, loaded and fingerprinted once per process."""
+
+    def __init__(self, path: Path, device: str = "cpu"):
+        self.path = Path(path)
+        self.device = device
+
+    @functools.cached_property
+    def encoder(self):  # -> models.audio_encoder.AudioEncoder (imported lazily: transformers is heavy)
+        from models.audio_encoder import load_audio_encoder
+
+        return load_audio_encoder(self.path, device=self.device)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return hash_tree(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        return {"encoder_path": str(self.path), **self.encoder.describe()}
+
+
+def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: int) -> tuple[int, str]:
+    """Frames the features must align to: the tracked motion's count, else the audio's duration."""
+    for component in ("nphm", "flame"):
+        attrs = store.attrs(key, component)
+        if attrs is not None:
+            return int(attrs["n_frames"]), component
+    from ops.audio_features import frame_count
+
+    return frame_count(duration_s, fps), "audio duration"
+
+
+def ingest_audio_features(
+    seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, settings: FeatureSettings = FeatureSettings()
+) -> IngestOutcome:
+    """Frozen Wav2Vec2 features aligned to the motion frames (`<seq>.zarr/audio_features`, [T, hidden])."""
+    audio_attrs = store.attrs(seq.key, "audio")
+    if audio_attrs is None:
+        raise FileNotFoundError(f"sequence {seq.key!r}: no cleaned audio in the store; materialize cleaned_audio first")
+    duration_s = float(audio_attrs["n_samples"]) / float(audio_attrs["sample_rate"])
+    n_frames, frames_from = motion_frame_count(store, seq.key, duration_s, settings.fps)
+    drift_s = duration_s - n_frames / settings.fps
+    if abs(drift_s) > settings.max_drift_s:
+        raise ValueError(
+            f"sequence {seq.key!r}: audio {seq.audio_file()} lasts {duration_s:.2f} s but the motion has {n_frames} frames "
+            f"({n_frames / settings.fps:.2f} s at {settings.fps} fps): {drift_s:+.2f} s apart, more than the "
+            f"{settings.max_drift_s} s allowed; check that audio and tracking belong together"
+        )
+    fingerprint = hash_values(
+        audio=audio_attrs[FINGERPRINT_ATTR],
+        encoder=encoder.fingerprint,
+        n_frames=n_frames,
+        settings=settings.__dict__,
+        code=CODE_VERSIONS["audio_features"],
+    )
+    if cached := _cached(store, seq.key, "audio_features", fingerprint):
+        return cached
+    from ops.audio_features import extract_aligned_features
+
+    samples = store.read(seq.key, "audio", "samples")
+    features = extract_aligned_features(encoder.encoder, samples, n_frames)
+    described = encoder.describe()
+    summary = {
+        "n_frames": n_frames,
+        "fps": settings.fps,
+        "feature_dim": int(features.shape[1]),
+        "frames_from": frames_from,
+        "duration_s": round(duration_s, 4),
+        "drift_s": round(drift_s, 4),
+        **{f"encoder_{k}" if not k.startswith("encoder") else k: v for k, v in described.items()},
+    }
+    checks = [check_finite("features_finite", features, seq.key), check_length_drift(drift_s, settings.fps, settings.warn_drift_frames)]
+    return _write(store, seq.key, "audio_features", {"features": features}, fingerprint, summary, checks)
+
+
+# ---------------------------------------------------------------------------------------- tracking
+
+
+def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int = 24) -> IngestOutcome:
+    """Per-frame `.npz` codes -> `<seq>.zarr/nphm`: expression [T, 200] (+ identity [1344], pose)."""
+    from ops.nphm_tracking import read_nphm_expressions
+
+    files = _frame_files(seq.nphm_expressions_dir, ".npz")
+    fingerprint = hash_values(inputs=hash_files(files, seq.path), fps=fps, code=CODE_VERSIONS["nphm"])
+    if cached := _cached(store, seq.key, "nphm", fingerprint):
+        return cached
+    tracking = read_nphm_expressions(seq.path)
+    arrays = {"expression": tracking.expression, "frame_numbers": np.asarray(tracking.frame_numbers, np.int64)}
+    if tracking.identity is not None:
+        arrays["identity"] = tracking.identity
+    if tracking.pose is not None:
+        arrays["pose"] = tracking.pose
+    n_frames = len(tracking.expression)
+    summary = {
+        "n_frames": n_frames,
+        "fps": fps,
+        "duration_s": round(n_frames / fps, 4),
+        "expression_shape": list(tracking.expression.shape),
+        "has_identity": tracking.identity is not None,
+        "has_pose": tracking.pose is not None,
+        "first_frame": int(tracking.frame_numbers[0]),
+    }
+    checks = [
+        check_finite("expression_finite", tracking.expression, seq.key),
+        check_dimension("expression_dim", tracking.expression.shape[1], 200),
+    ]
+    return _write(store, seq.key, "nphm", arrays, fingerprint, summary, checks)
+
+
+def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int = 24) -> IngestOutcome:
+    """FLAME template + per-frame PLY -> `<seq>.zarr/flame`: vertices [T, V, 3], template [V, 3], faces."""
+    from ops.flame_tracking import read_flame_tracking
+
+    if not seq.flame_dir.is_dir():
+        return IngestOutcome("absent", None, {"note": f"no {seq.flame_dir.name}/ folder in {seq.path}"})
+    files = [seq.flame_template, *_frame_files(seq.flame_meshes_dir, ".ply")]
+    fingerprint = hash_values(
+        inputs=hash_files([f for f in files if f.exists()], seq.path), fps=fps, code=CODE_VERSIONS["flame"]
+    )
+    if cached := _cached(store, seq.key, "flame", fingerprint):
+        return cached
+    tracking = read_flame_tracking(seq.path)
+    n_frames, n_vertices = tracking.vertices.shape[:2]
+    arrays = {
+        "vertices": tracking.vertices,
+        "template": tracking.template_vertices,
+        "faces": tracking.faces.astype(np.int32),
+        "frame_numbers": np.asarray(tracking.frame_numbers, np.int64),
+    }
+    summary = {
+        "n_frames": n_frames,
+        "fps": fps,
+        "duration_s": round(n_frames / fps, 4),
+        "n_vertices": n_vertices,
+        "n_faces": int(len(tracking.faces)),
+        "vertices_shape": list(tracking.vertices.shape),
+    }
+    checks = [check_finite("vertices_finite", tracking.vertices, seq.key), check_dimension("vertex_dim", tracking.vertices.shape[2], 3)]
+    return _write(store, seq.key, "flame", arrays, fingerprint, summary, checks)
+
+
+def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore) -> IngestOutcome:
+    """Per-frame NPHM meshes (topology varies) -> ragged arrays in `<seq>.zarr/nphm_meshes`."""
+    from ops.nphm_tracking import read_nphm_meshes
+
+    files = _frame_files(seq.nphm_meshes_dir, ".ply")
+    if not files:
+        return IngestOutcome("absent", None, {"note": f"no NPHM meshes under {seq.nphm_meshes_dir}"})
+    fingerprint = hash_values(inputs=hash_files(files, seq.path), code=CODE_VERSIONS["nphm_meshes"])
+    if cached := _cached(store, seq.key, "nphm_meshes", fingerprint):
+        return cached
+    meshes = read_nphm_meshes(seq.path)
+    arrays = {
+        "vertices": meshes.vertices,
+        "faces": meshes.faces.astype(np.int32),
+        "vertex_offsets": meshes.vertex_offsets.astype(np.int64),
+        "face_offsets": meshes.face_offsets.astype(np.int64),
+        "frame_numbers": np.asarray(meshes.frame_numbers, np.int64),
+    }
+    n_frames = len(meshes.vertex_offsets) - 1
+    summary = {
+        "n_frames": n_frames,
+        "total_vertices": int(len(meshes.vertices)),
+        "total_faces": int(len(meshes.faces)),
+        "mean_vertices_per_frame": round(len(meshes.vertices) / max(n_frames, 1), 1),
+    }
+    checks = [check_finite("mesh_vertices_finite", meshes.vertices, seq.key)]
+    return _write(store, seq.key, "nphm_meshes", arrays, fingerprint, summary, checks)

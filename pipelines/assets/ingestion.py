@@ -1,0 +1,112 @@
+"""Per-sequence assets: one partition per sequence folder, each cached by content hash."""
+
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, asset
+
+from ops import sequence_ingest as ingest
+from pipelines.partitions import sequences_partitions
+from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
+from pipelines.results import check_specs, ingest_result
+
+GROUP = "ingestion"
+AUDIO_CHECKS = ["audio_finite"]
+FEATURE_CHECKS = ["features_finite", "audio_motion_length"]
+NPHM_CHECKS = ["expression_finite", "expression_dim"]
+FLAME_CHECKS = ["vertices_finite", "vertex_dim"]
+MESH_CHECKS = ["mesh_vertices_finite"]
+
+
+class MotionConfig(Config):
+    fps: int = 24
+
+
+class AudioFeaturesConfig(Config):
+    fps: int = 24
+    max_drift_s: float = 1.0
+
+
+@asset(
+    partitions_def=sequences_partitions,
+    group_name=GROUP,
+    code_version=ingest.CODE_VERSIONS["audio"],
+    check_specs=check_specs("cleaned_audio", AUDIO_CHECKS),
+    kinds={"zarr"},
+)
+def cleaned_audio(context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource) -> MaterializeResult:
+    """Any audio file -> 16 kHz mono float32, DC removed, loudness-normalized; clipping and silence reported."""
+    outcome = ingest.ingest_cleaned_audio(dataset.sequence(context.partition_key), store.sequences())
+    context.log.info(f"{context.partition_key}: cleaned_audio {outcome.status}")
+    return ingest_result(outcome, AUDIO_CHECKS)
+
+
+@asset(
+    partitions_def=sequences_partitions,
+    group_name=GROUP,
+    code_version=ingest.CODE_VERSIONS["nphm"],
+    check_specs=check_specs("nphm_expressions", NPHM_CHECKS),
+    kinds={"zarr"},
+)
+def nphm_expressions(
+    context: AssetExecutionContext, config: MotionConfig, dataset: DatasetResource, store: StoreResource
+) -> MaterializeResult:
+    """Per-frame NPHM `.npz` codes -> expression [T, 200] (+ identity [1344], pose when present)."""
+    outcome = ingest.ingest_nphm_expressions(dataset.sequence(context.partition_key), store.sequences(), fps=config.fps)
+    context.log.info(f"{context.partition_key}: nphm_expressions {outcome.status}")
+    return ingest_result(outcome, NPHM_CHECKS)
+
+
+@asset(
+    partitions_def=sequences_partitions,
+    group_name=GROUP,
+    code_version=ingest.CODE_VERSIONS["flame"],
+    check_specs=check_specs("flame_vertices", FLAME_CHECKS),
+    kinds={"zarr"},
+)
+def flame_vertices(
+    context: AssetExecutionContext, config: MotionConfig, dataset: DatasetResource, store: StoreResource
+) -> MaterializeResult:
+    """FLAME template + per-frame PLY meshes -> vertices [T, V, 3], template and faces."""
+    outcome = ingest.ingest_flame_vertices(dataset.sequence(context.partition_key), store.sequences(), fps=config.fps)
+    context.log.info(f"{context.partition_key}: flame_vertices {outcome.status}")
+    return ingest_result(outcome, FLAME_CHECKS)
+
+
+@asset(
+    partitions_def=sequences_partitions,
+    group_name=GROUP,
+    code_version=ingest.CODE_VERSIONS["nphm_meshes"],
+    check_specs=check_specs("nphm_meshes", MESH_CHECKS),
+    kinds={"zarr"},
+)
+def nphm_meshes(context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource) -> MaterializeResult:
+    """Per-frame NPHM meshes (topology varies) as ragged arrays, for ground-truth renders; optional."""
+    outcome = ingest.ingest_nphm_meshes(dataset.sequence(context.partition_key), store.sequences())
+    context.log.info(f"{context.partition_key}: nphm_meshes {outcome.status}")
+    return ingest_result(outcome, MESH_CHECKS)
+
+
+@asset(
+    partitions_def=sequences_partitions,
+    group_name=GROUP,
+    deps=[cleaned_audio, nphm_expressions, flame_vertices],
+    code_version=ingest.CODE_VERSIONS["audio_features"],
+    check_specs=check_specs("audio_features", FEATURE_CHECKS),
+    kinds={"zarr", "pytorch"},
+)
+def audio_features(
+    context: AssetExecutionContext,
+    config: AudioFeaturesConfig,
+    dataset: DatasetResource,
+    store: StoreResource,
+    audio_encoder: AudioEncoderResource,
+) -> MaterializeResult:
+    """Frozen Wav2Vec2 features, CNN output interpolated to the motion frame count (FaceFormer): [T, 768]."""
+    settings = ingest.FeatureSettings(fps=config.fps, max_drift_s=config.max_drift_s)
+    outcome = ingest.ingest_audio_features(
+        dataset.sequence(context.partition_key), store.sequences(), audio_encoder.source(), settings
+    )
+    context.log.info(f"{context.partition_key}: audio_features {outcome.status}")
+    return ingest_result(outcome, FEATURE_CHECKS)
+
+
+per_sequence_assets = [cleaned_audio, nphm_expressions, flame_vertices, nphm_meshes, audio_features]

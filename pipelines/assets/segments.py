@@ -1,0 +1,60 @@
+"""`training_segments`: fixed-length windows over every ingested sequence, split by identity."""
+
+
+from dagster import AssetCheckResult, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+
+from ops.segmenting import SegmentingConfig, build_training_segments
+from ops.segment_checks import check_segment_store
+from pipelines.assets.ingestion import audio_features, flame_vertices, nphm_expressions
+from pipelines.resources import StoreResource
+from pipelines.results import check_specs, to_check_result
+
+SEGMENT_CHECKS = ["segments_finite", "segments_dimensions", "segments_splits"]
+
+
+class TrainingSegmentsConfig(Config):
+    segment_frames: int = 48  # 2 s at 24 fps
+    stride: int = 12
+    fps: int = 24
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    include_flame: bool = True
+
+
+@asset(
+    group_name="training",
+    deps=[nphm_expressions, audio_features, flame_vertices],
+    code_version="segments-1",
+    check_specs=check_specs("training_segments", SEGMENT_CHECKS),
+    kinds={"zarr", "parquet"},
+)
+def training_segments(context: AssetExecutionContext, config: TrainingSegmentsConfig, store: StoreResource) -> MaterializeResult:
+    """Windows of `segment_frames` frames every `stride` over every ingested sequence, plus a Parquet manifest."""
+    sequences = store.sequences()
+    keys = sequences.sequences_with("nphm", "audio_features")
+    incomplete = sorted(set(sequences.sequences_with("audio")) - set(keys))
+    if incomplete:
+        context.log.warning(f"left out (not fully ingested): {', '.join(incomplete)}")
+    result = build_training_segments(
+        sequences, keys, SegmentingConfig(**config.model_dump()), progress=context.log.info
+    )
+    checks: list[AssetCheckResult] = [to_check_result(c) for c in check_segment_store(result.path, config.segment_frames)]
+    return MaterializeResult(
+        metadata={
+            "status": result.status,
+            "store_path": MetadataValue.path(str(result.path)),
+            "version": result.version,
+            "n_segments": result.n_segments,
+            "segments_per_split": MetadataValue.json(result.split_counts),
+            "identities_per_split": MetadataValue.json(result.identities_by_split),
+            "n_sequences": len(result.sequences_used),
+            "sequences_too_short": MetadataValue.json(result.sequences_skipped),
+            "sequences_not_ingested": MetadataValue.json(incomplete),
+            "includes_flame": result.has_flame,
+            "segment_frames": config.segment_frames,
+            "stride": config.stride,
+            "fps": config.fps,
+        },
+        check_results=checks,
+    )

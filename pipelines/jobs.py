@@ -1,0 +1,17 @@
+from dagster import AssetSelection, define_asset_job
+
+from pipelines.partitions import sequences_partitions
+
+# Every per-sequence asset of one partition, in dependency order.
+ingest_sequence_job = define_asset_job(
+    "ingest_sequence",
+    selection=AssetSelection.groups("ingestion"),
+    partitions_def=sequences_partitions,
+    description="Ingest one sequence folder: audio, features, NPHM and FLAME tracking, NPHM meshes.",
+)
+
+build_segments_job = define_asset_job(
+    "build_training_segments",
+    selection=AssetSelection.assets("training_segments"),
+    description="Cut every ingested sequence into training windows.",
+)

@@ -1,0 +1,79 @@
+"""Resources: where the dataset, the stores and the audio-encoder weights are."""
+
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from ops.sequence_ingest import EncoderSource
+from pipelines import settings
+from storage.layout import DatasetScan, SequenceFolder, scan_dataset, sequence_folder
+from storage.sequence_store import SequenceStore
+
+
+class DatasetResource(ConfigurableResource):
+    """A dataset root in the published FaceTalk layout."""
+
+    root: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser()
+
+    def scan(self) -> DatasetScan:
+        return scan_dataset(self.path)
+
+    def sequence(self, key: str) -> SequenceFolder:
+        return sequence_folder(self.path, key)
+
+
+class StoreResource(ConfigurableResource):
+    """The store root: per-sequence Zarr groups, segment stores, checkpoints, renders, metrics."""
+
+    root: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser()
+
+    def sequences(self) -> SequenceStore:
+        return SequenceStore(self.path)
+
+
+_ENCODERS: dict[tuple[str, str], EncoderSource] = {}
+
+
+class AudioEncoderResource(ConfigurableResource):
+    """Frozen Wav2Vec2 weights in a local directory (never fetched from a hub).
+
+    With `create_demo_if_missing`, an absent directory is filled with a small, seeded,
+    randomly initialised encoder so the demo runs without real weights; the feature
+    metadata then says `encoder_random_init: true`.
+    """
+
+    path: str
+    create_demo_if_missing: bool = False
+    device: str = "cpu"
+
+    def source(self) -> EncoderSource:
+        path = Path(self.path).expanduser()
+        if self.create_demo_if_missing and not path.exists():
+            from models.audio_encoder import create_random_encoder
+
+            create_random_encoder(path)
+        key = (str(path), self.device)
+        if key not in _ENCODERS:  # load the weights once per process, not once per partition
+            _ENCODERS[key] = EncoderSource(path, self.device)
+        return _ENCODERS[key]
+
+
+def default_resources() -> dict:
+    """Resources from the environment (FACETALK_DATA_ROOT, FACETALK_STORE, FACETALK_AUDIO_ENCODER)."""
+    encoder = settings.audio_encoder_path()
+    return {
+        "dataset": DatasetResource(root=str(settings.data_root())),
+        "store": StoreResource(root=str(settings.store_root())),
+        "audio_encoder": AudioEncoderResource(
+            path=str(encoder), create_demo_if_missing=encoder == settings.default_encoder_path()
+        ),
+    }

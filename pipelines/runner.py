@@ -1,0 +1,104 @@
+"""Materialize assets through a Dagster instance from the command line, so the UI shows the runs."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+
+from pipelines.assets.ingestion import per_sequence_assets
+from pipelines.partitions import sequences_partitions
+from storage.layout import scan_dataset, validate_sequence_key
+
+
+@dataclass
+class IngestSummary:
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, list[str]] = field(default_factory=dict)  # key -> "asset: message" lines
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # folder, why
+
+
+def failure_messages(result: ExecuteInProcessResult) -> list[str]:
+    """`asset: message` for each failed step, with the innermost cause (our own error text)."""
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        text = (error.message if error is not None else "unknown error").strip()
+        messages.append(f"{event.step_key}: {text.splitlines()[-1] if text else text}")
+    return messages
+
+
+def register_sequences(instance: DagsterInstance, keys: list[str]) -> list[str]:
+    """Add the keys that are not partitions yet; return those added."""
+    known = set(instance.get_dynamic_partitions(sequences_partitions.name))
+    new = [key for key in keys if key not in known]
+    if new:
+        instance.add_dynamic_partitions(sequences_partitions.name, new)
+    return new
+
+
+def ingest_sequences(
+    instance: DagsterInstance,
+    resources: dict,
+    data_root,
+    only: list[str] | None = None,
+    progress: Callable[[str], None] = print,
+) -> IngestSummary:
+    """Register every sequence folder as a partition and materialize its per-sequence assets, one run each."""
+    scan = scan_dataset(data_root)
+    summary = IngestSummary(rejected=scan.rejected)
+    for name, reason in scan.rejected:
+        progress(f"skipped folder: {reason}")
+    keys = [s.key for s in scan.sequences]
+    if only:
+        for key in only:
+            validate_sequence_key(key)
+        missing = sorted(set(only) - set(keys))
+        if missing:
+            raise FileNotFoundError(f"no sequence folder for {', '.join(missing)} under {data_root}")
+        keys = [key for key in keys if key in set(only)]
+    added = register_sequences(instance, keys)
+    progress(f"{len(keys)} sequences under {data_root} ({len(added)} newly registered)")
+    for number, key in enumerate(keys, 1):
+        result = materialize(
+            per_sequence_assets,
+            partition_key=key,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            tags={"facetalk/launched_by": "facetalk ingest"},
+        )
+        statuses = _statuses(result)
+        if result.success:
+            summary.succeeded.append(key)
+            progress(f"[{number}/{len(keys)}] {key}: ok ({statuses})")
+        else:
+            summary.failed[key] = failure_messages(result)
+            progress(f"[{number}/{len(keys)}] {key}: FAILED")
+            for line in summary.failed[key]:
+                progress(f"    {line}")
+    progress(f"ingested {len(summary.succeeded)} of {len(keys)} sequences; {len(summary.failed)} failed")
+    return summary
+
+
+def _statuses(result: ExecuteInProcessResult) -> str:
+    parts = []
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        status = materialization.metadata.get("status")
+        parts.append(f"{materialization.asset_key.to_user_string()} {status.value if status else ''}".strip())
+    return ", ".join(parts)
+
+
+def materialize_segments(instance: DagsterInstance, resources: dict, run_config: dict | None = None) -> ExecuteInProcessResult:
+    from pipelines.assets.segments import training_segments
+
+    return materialize(
+        [training_segments],
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
+        raise_on_error=False,
+        tags={"facetalk/launched_by": "facetalk"},
+    )

@@ -1,0 +1,68 @@
+"""Where things live, from the environment, with defaults that serve the demo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def facetalk_home() -> Path:
+    """`FACETALK_HOME`, else `var/` in a source checkout, else `~/.facetalk`."""
+    if home := os.environ.get("FACETALK_HOME"):
+        return Path(home).expanduser()
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / "var"
+    return Path.home() / ".facetalk"
+
+
+def default_data_root() -> Path:
+    return facetalk_home() / "demo_data"
+
+
+def default_encoder_path() -> Path:
+    return facetalk_home() / "models" / "wav2vec2-random-demo"
+
+
+def data_root() -> Path:
+    """The dataset root in the published FaceTalk layout (`FACETALK_DATA_ROOT`)."""
+    return Path(os.environ.get("FACETALK_DATA_ROOT", default_data_root())).expanduser()
+
+
+def store_root() -> Path:
+    """Where the Zarr stores, checkpoints, metrics and renders go (`FACETALK_STORE`)."""
+    return Path(os.environ.get("FACETALK_STORE", facetalk_home() / "store")).expanduser()
+
+
+def audio_encoder_path() -> Path:
+    """Wav2Vec2 weights: a local directory saved with `save_pretrained` (`FACETALK_AUDIO_ENCODER`)."""
+    return Path(os.environ.get("FACETALK_AUDIO_ENCODER", default_encoder_path())).expanduser()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME", facetalk_home() / "dagster_home")).expanduser()
+
+
+INSTANCE_YAML = """\
+# Written by facetalk for a local Dagster instance.
+# Training steps run in the `gpu` pool; one at a time on this instance.
+concurrency:
+  pools:
+    default_limit: 1
+  runs:
+    max_concurrent_runs: 4
+telemetry:
+  enabled: false
+"""
+
+
+def ensure_dagster_home() -> Path:
+    """Point DAGSTER_HOME at a persistent instance (created with the project's settings if new)."""
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

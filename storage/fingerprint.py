@@ -1,0 +1,37 @@
+"""Content hashes of inputs, so that re-materializing unchanged data is skipped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+_BLOCK = 1 << 20
+
+
+def hash_files(paths: Iterable[Path], root: Path | None = None) -> str:
+    """sha256 over (relative name, size, bytes) of each file, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        name = str(path.relative_to(root)) if root is not None else path.name
+        digest.update(name.encode())
+        digest.update(path.stat().st_size.to_bytes(8, "little"))
+        with open(path, "rb") as handle:
+            while block := handle.read(_BLOCK):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_tree(root: Path) -> str:
+    """Hash every regular file below `root` (sorted), e.g. a model-weights directory."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return hash_files(files, root if root.is_dir() else root.parent)
+
+
+def hash_values(**values: Any) -> str:
+    """Stable hash of JSON-able settings (config, code version, upstream fingerprints)."""
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()

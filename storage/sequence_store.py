@@ -1,0 +1,110 @@
+"""One Zarr group per sequence: `<store>/sequences/<key>.zarr/<component>/`.
+
+Each component (`audio`, `audio_features`, `nphm`, `flame`, `nphm_meshes`) is written by
+exactly one asset, whole, through `atomic_directory`, and carries in its attrs the
+fingerprint of what it was made from. A component is current when its fingerprint matches;
+the asset then skips the work and says `cached`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from storage.atomic import atomic_directory, recover_interrupted
+from storage.layout import validate_sequence_key
+from storage.zarr_io import open_group_readonly, to_json, write_group
+
+COMPONENTS = ("audio", "audio_features", "nphm", "flame", "nphm_meshes")
+FINGERPRINT_ATTR = "fingerprint"
+
+
+class ComponentMissing(FileNotFoundError):
+    """A sequence component that has not been materialized (yet)."""
+
+
+@dataclass(frozen=True)
+class ComponentRecord:
+    path: Path
+    attrs: dict[str, Any]
+
+
+class SequenceStore:
+    """The per-sequence Zarr groups under `<root>/sequences/`."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def sequences_dir(self) -> Path:
+        return self.root / "sequences"
+
+    def group_path(self, key: str) -> Path:
+        return self.sequences_dir / f"{validate_sequence_key(key)}.zarr"
+
+    def component_path(self, key: str, component: str) -> Path:
+        if component not in COMPONENTS:
+            raise ValueError(f"unknown sequence component {component!r}; expected one of {COMPONENTS}")
+        return self.group_path(key) / component
+
+    def _ensure_group(self, key: str) -> Path:
+        path = self.group_path(key)
+        if not (path / "zarr.json").exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # mode="a" keeps components other assets wrote; the root only holds zarr.json.
+            zarr.open_group(zarr.storage.LocalStore(str(path)), mode="a", attributes={"sequence": key})
+        return path
+
+    def write_component(
+        self, key: str, component: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]
+    ) -> ComponentRecord:
+        """Write a component whole; it replaces the previous one only once complete."""
+        self._ensure_group(key)
+        final = self.component_path(key, component)
+        attrs = to_json({**attrs, "sequence": key, "component": component})
+        with atomic_directory(final) as tmp:
+            write_group(tmp, arrays, attrs)
+        return ComponentRecord(final, attrs)
+
+    def attrs(self, key: str, component: str) -> dict[str, Any] | None:
+        """The component's attrs, or None when it is absent."""
+        path = self.component_path(key, component)
+        recover_interrupted(path)
+        if not (path / "zarr.json").exists():
+            return None
+        return dict(open_group_readonly(path).attrs)
+
+    def is_current(self, key: str, component: str, fingerprint: str) -> bool:
+        attrs = self.attrs(key, component)
+        return attrs is not None and attrs.get(FINGERPRINT_ATTR) == fingerprint
+
+    def open_component(self, key: str, component: str) -> zarr.Group:
+        path = self.component_path(key, component)
+        if not (path / "zarr.json").exists():
+            raise ComponentMissing(
+                f"sequence {key!r} has no {component!r} in the store {str(self.root)!r}; "
+                f"materialize it first (its asset for partition {key!r})"
+            )
+        return open_group_readonly(path)
+
+    def read(self, key: str, component: str, name: str) -> np.ndarray:
+        group = self.open_component(key, component)
+        if name not in group:
+            raise KeyError(f"sequence {key!r} component {component!r} has no array {name!r}")
+        return group[name][...]
+
+    def sequences_with(self, *components: str) -> list[str]:
+        """Keys of stored sequences that have all the given components, sorted."""
+        if not self.sequences_dir.is_dir():
+            return []
+        keys = []
+        for entry in sorted(self.sequences_dir.iterdir()):
+            if entry.name.startswith(".") or entry.suffix != ".zarr":
+                continue
+            if all((entry / c / "zarr.json").exists() for c in components):
+                keys.append(entry.name[: -len(".zarr")])
+        return keys
