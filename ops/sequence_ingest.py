@@ -127,7 +127,7 @@ class EncoderSource:
         return hash_tree(self.path)
 
     def describe(self) -> dict[str, Any]:
-        return {"encoder_path": str(self.path), **self.encoder.describe()}
+        return {"encoder_path": str(self.path), **self.encoder.describe()}  # encoder_random_weights, ...
 
 
 def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: int) -> tuple[int, str]:
@@ -178,7 +178,7 @@ def ingest_audio_features(
         "frames_from": frames_from,
         "duration_s": round(duration_s, 4),
         "drift_s": round(drift_s, 4),
-        **{f"encoder_{k}" if not k.startswith("encoder") else k: v for k, v in described.items()},
+        **described,
     }
     checks = [check_finite("features_finite", features, seq.key), check_length_drift(drift_s, settings.fps, settings.warn_drift_frames)]
     return _write(store, seq.key, "audio_features", {"features": features}, fingerprint, summary, checks)

@@ -1,12 +1,9 @@
 from dagster import AssetSelection, define_asset_job
 
-from pipelines.partitions import sequences_partitions
-
 # Every per-sequence asset of one partition, in dependency order.
 ingest_sequence_job = define_asset_job(
     "ingest_sequence",
     selection=AssetSelection.groups("ingestion"),
-    partitions_def=sequences_partitions,
     description="Ingest one sequence folder: audio, features, NPHM and FLAME tracking, NPHM meshes.",
 )
 

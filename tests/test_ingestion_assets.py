@@ -1,0 +1,116 @@
+"""Per-sequence assets and training_segments through Dagster's real in-process executor."""
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, materialize
+
+from pipelines.assets.ingestion import per_sequence_assets
+from pipelines.assets.segments import training_segments
+from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
+from pipelines.runner import failure_messages, ingest_sequences
+from storage.segments import SegmentReader, current_segments_dir
+from storage.sequence_store import SequenceStore
+from tests.builders import write_sequence
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "data"
+    for identity in range(3):
+        write_sequence(root, f"ID{identity}_SEN01", n_frames=60, seed=identity, sample_rate=(16_000, 44_100, 22_050)[identity])
+    return root
+
+
+@pytest.fixture
+def resources(tmp_path, dataset, tiny_encoder_dir):
+    return {
+        "dataset": DatasetResource(root=str(dataset)),
+        "store": StoreResource(root=str(tmp_path / "store")),
+        "audio_encoder": AudioEncoderResource(path=str(tiny_encoder_dir)),
+    }
+
+
+def _materialize_sequence(key, resources, instance):
+    instance.add_dynamic_partitions("sequences", [key])
+    return materialize(per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False)
+
+
+def _metadata(result):
+    return {
+        e.event_specific_data.materialization.asset_key.to_user_string(): {
+            k: getattr(v, "value", v) for k, v in e.event_specific_data.materialization.metadata.items()
+        }
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def test_per_sequence_assets_write_store_then_cache(resources, tmp_path):
+    instance = DagsterInstance.ephemeral()
+    result = _materialize_sequence("ID0_SEN01", resources, instance)
+    assert result.success, failure_messages(result)
+    meta = _metadata(result)
+    assert {m["status"] for m in meta.values()} == {"materialized"}
+    assert meta["audio_features"]["n_frames"] == 60 and meta["audio_features"]["feature_dim"] == 64
+    assert meta["audio_features"]["encoder_random_weights"] is True
+    assert meta["nphm_expressions"]["expression_shape"] == [60, 200]
+    assert meta["flame_vertices"]["vertices_shape"] == [60, 36, 3]
+    assert meta["cleaned_audio"]["sample_rate"] == 16_000
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert checks and all(c.passed for c in checks)
+
+    store = SequenceStore(tmp_path / "store")
+    assert store.read("ID0_SEN01", "audio_features", "features").shape == (60, 64)
+    offsets = store.read("ID0_SEN01", "nphm_meshes", "vertex_offsets")
+    assert offsets.shape == (61,) and offsets[-1] == 60 * 36
+
+    again = _materialize_sequence("ID0_SEN01", resources, instance)
+    assert again.success
+    assert {m["status"] for m in _metadata(again).values()} == {"cached"}
+
+
+def test_bad_sequence_fails_clearly_while_others_ingest(resources, dataset, tmp_path):
+    bad = dataset / "ID0_SEN01" / "nphm_tracking" / "nphm_expressions" / "frame_0007.npz"
+    np.savez(bad, something_else=np.zeros(200, np.float32))
+    instance = DagsterInstance.ephemeral()
+    summary = ingest_sequences(instance, resources, dataset, progress=lambda line: None)
+    assert summary.succeeded == ["ID1_SEN01", "ID2_SEN01"]
+    messages = " ".join(summary.failed["ID0_SEN01"])
+    assert "frame_0007.npz" in messages and "something_else" in messages
+    store = SequenceStore(tmp_path / "store")
+    assert store.attrs("ID0_SEN01", "nphm") is None
+    assert store.sequences_with("nphm", "audio_features") == ["ID1_SEN01", "ID2_SEN01"]
+    assert set(instance.get_dynamic_partitions("sequences")) == {"ID0_SEN01", "ID1_SEN01", "ID2_SEN01"}
+
+
+def test_audio_far_from_motion_is_refused(tmp_path, resources):
+    write_sequence(tmp_path / "data", "ID9_LONG", n_frames=24, audio_seconds=5.0)
+    result = _materialize_sequence("ID9_LONG", resources, DagsterInstance.ephemeral())
+    assert not result.success
+    (message,) = [m for m in failure_messages(result) if m.startswith("audio_features")]
+    assert "ID9_LONG" in message and "apart" in message
+
+
+def test_training_segments_from_ingested_sequences(resources, dataset, tmp_path):
+    instance = DagsterInstance.ephemeral()
+    summary = ingest_sequences(instance, resources, dataset, progress=lambda line: None)
+    assert not summary.failed
+    run_config = {"ops": {"training_segments": {"config": {"segment_frames": 24, "stride": 12}}}}
+    result = materialize([training_segments], resources=resources, instance=instance, run_config=run_config)
+    meta = _metadata(result)["training_segments"]
+    # 60 frames, windows of 24 every 12 -> starts 0, 12, 24, 36 -> 4 per sequence.
+    assert meta["n_segments"] == 12 and meta["includes_flame"] is True
+    assert sorted(meta["segments_per_split"].values()) == [4, 4, 4]
+    reader = SegmentReader(current_segments_dir(tmp_path / "store"))
+    train = reader.indices("train")
+    expression = reader.read("expression", train)
+    assert expression.shape == (4, 24, 200) and reader.read("audio_features", train).shape == (4, 24, 64)
+    assert reader.read("flame_offsets", train).shape == (4, 24, 36, 3)
+    # Segment 1 of a sequence starts at frame 12 of that sequence's stored expression codes.
+    row = int(train[1])
+    key = reader.manifest.column("sequence")[row].as_py()
+    start = reader.manifest.column("start_frame")[row].as_py()
+    stored = SequenceStore(tmp_path / "store").read(key, "nphm", "expression")
+    np.testing.assert_array_equal(reader.read("expression", [row])[0], stored[start : start + 24])
+
+    cached = materialize([training_segments], resources=resources, instance=instance, run_config=run_config)
+    assert _metadata(cached)["training_segments"]["status"] == "cached"
