@@ -1,0 +1,91 @@
+"""The command line (real subprocesses, real Dagster instance on disk) and the partition sensor."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+from pipelines.resources import DatasetResource
+from pipelines.sensors import MAX_NEW_PER_TICK, sequence_folder_sensor
+from storage.segments import SegmentReader, current_segments_dir
+from tests.builders import write_sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp_path, data_root, encoder):
+    env = dict(os.environ)
+    env.update(
+        FACETALK_DATA_ROOT=str(data_root),
+        FACETALK_STORE=str(tmp_path / "store"),
+        FACETALK_AUDIO_ENCODER=str(encoder),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def test_facetalk_ingest_then_dagster_cli_materializes_segments(tmp_path, tiny_encoder_dir):
+    data = tmp_path / "data"
+    for identity in range(3):
+        write_sequence(data, f"ID{identity}_SEN01", n_frames=50, seed=identity, flame=identity != 1, nphm_meshes=False)
+    (data / "ID..bad_x").mkdir()  # reported, not fatal
+    env = _env(tmp_path, data, tiny_encoder_dir)
+    facetalk = [sys.executable, "-m", "pipelines.cli"]
+
+    ingest = subprocess.run([*facetalk, "ingest"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    assert "3 sequences" in ingest.stdout and "[3/3] ID2_SEN01: ok" in ingest.stdout
+    assert "ID..bad_x" in ingest.stdout and "ingested 3 of 3 sequences; 0 failed" in ingest.stdout
+
+    config = tmp_path / "segments.yaml"
+    config.write_text("ops:\n  training_segments:\n    config:\n      segment_frames: 24\n      stride: 24\n")
+    materialize = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines", "--select", "training_segments", "-c", str(config)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert materialize.returncode == 0, materialize.stderr[-3000:]
+    reader = SegmentReader(current_segments_dir(tmp_path / "store"))
+    assert len(reader) == 3 * 2  # 50 frames -> windows at 0 and 24
+    assert not reader.has("flame_offsets")  # one sequence has no FLAME tracking
+
+    # Both runs went through the persistent instance, so the UI lists them.
+    instance = DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+    assert len(instance.get_runs()) == 4
+    assert set(instance.get_dynamic_partitions("sequences")) == {"ID0_SEN01", "ID1_SEN01", "ID2_SEN01"}
+
+
+def test_facetalk_cli_reports_missing_root(tmp_path):
+    env = _env(tmp_path, tmp_path / "nowhere", tmp_path / "enc")
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest"], env=env, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "nowhere" in result.stderr and "does not exist" in result.stderr
+
+
+def test_sensor_registers_new_sequences_in_bounded_batches(tmp_path):
+    data = tmp_path / "data"
+    for index in range(MAX_NEW_PER_TICK + 5):
+        (data / f"ID{index:04d}_SEN01").mkdir(parents=True)
+    (data / "bad name_x").mkdir()
+    instance = DagsterInstance.ephemeral()
+    dataset = DatasetResource(root=str(data))
+
+    def tick(cursor):
+        context = build_sensor_context(instance=instance, cursor=cursor, resources={"dataset": dataset})
+        result = sequence_folder_sensor(context)
+        for request in getattr(result, "dynamic_partitions_requests", None) or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return result
+
+    first = tick(None)
+    assert len(first.run_requests) == MAX_NEW_PER_TICK
+    assert all(isinstance(r, RunRequest) and r.partition_key.startswith("ID") for r in first.run_requests)
+    second = tick(first.cursor)
+    assert [r.partition_key for r in second.run_requests] == [f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK, MAX_NEW_PER_TICK + 5)]
+    third = tick(second.cursor)
+    assert isinstance(third, SkipReason)  # nothing new: no storm of runs
+    (data / "ID9999_NEW").mkdir()
+    fourth = tick(second.cursor)
+    assert [r.partition_key for r in fourth.run_requests] == ["ID9999_NEW"]
+    assert len(instance.get_dynamic_partitions("sequences")) == MAX_NEW_PER_TICK + 6
