@@ -1,0 +1,241 @@
+"""H.264 MP4 writing with an AAC audio track, frames streamed through ffmpeg as they come.
+
+The MP4 is written to a temporary name beside the target and renamed on success, so a killed
+run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+import soundfile
+
+AudioSource = str | os.PathLike | np.ndarray | None
+
+
+class FfmpegError(RuntimeError):
+    """ffmpeg or ffprobe is missing or failed; the message carries the tail of its stderr."""
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    fps: float = 24.0
+    crf: int = 18  # x264 quality: lower is better; 18 is visually lossless for renders
+    preset: str = "medium"
+    audio_bitrate: str = "160k"
+    ffmpeg: str = "ffmpeg"  # binary name or path
+    ffprobe: str = "ffprobe"
+
+
+def _stderr_tail(lines: Iterable[bytes], limit: int = 2000) -> str:
+    return b"".join(lines).decode("utf-8", "replace")[-limit:].strip()
+
+
+class Mp4Writer:
+    """Stream RGB frames [H, W, 3] uint8 into an H.264 (yuv420p) MP4, optionally with audio.
+
+    Use as a context manager: leaving the block normally finalizes and renames the file; an
+    exception kills ffmpeg and removes the temporary file.
+
+    audio: a path to any audio file ffmpeg reads, or a float waveform ([N] or [N, C], in
+    [-1, 1]) together with `sample_rate`. The audio is muxed as is (not trimmed to the video).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        config: VideoConfig = VideoConfig(),
+        audio: AudioSource = None,
+        sample_rate: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.width, self.height, self.config = width, height, config
+        self.frames_written = 0
+        if width <= 0 or height <= 0:
+            raise ValueError(f"{self.path}: video size must be positive, got {width}x{height}")
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(f"{self.path}: output folder {self.path.parent} does not exist")
+        token = uuid.uuid4().hex[:8]
+        self._partial = self.path.with_name(f".{self.path.name}.{token}.partial")
+        self._audio_file: Path | None = None
+        audio_path = self._prepare_audio(audio, sample_rate, token)
+
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=config.fps)
+        # yuv420p needs even sizes: pad odd ones by one pixel rather than reject them.
+        video = video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")
+        streams = [video]
+        output_args: dict = dict(
+            format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=config.crf, preset=config.preset,
+            movflags="+faststart", r=config.fps,
+        )  # fmt: skip
+        if audio_path is not None:
+            streams.append(ffmpeg.input(str(audio_path)).audio)
+            output_args.update(acodec="aac", audio_bitrate=config.audio_bitrate)
+        stream = ffmpeg.output(*streams, str(self._partial), **output_args)
+        stream = stream.global_args("-loglevel", "error", "-nostdin")
+        try:
+            self._process = stream.overwrite_output().run_async(cmd=config.ffmpeg, pipe_stdin=True, pipe_stderr=True)
+        except FileNotFoundError as error:
+            self._cleanup()
+            raise FfmpegError(
+                f"{self.path}: ffmpeg binary {config.ffmpeg!r} not found; install ffmpeg (apt-get install ffmpeg) "
+                "or set VideoConfig.ffmpeg to its path"
+            ) from error
+        # Drain stderr on a thread: a full stderr pipe would block ffmpeg while we block on stdin.
+        self._stderr: deque[bytes] = deque(maxlen=200)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _prepare_audio(self, audio: AudioSource, sample_rate: int | None, token: str) -> Path | None:
+        if audio is None:
+            return None
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None or sample_rate <= 0:
+                raise ValueError(f"{self.path}: a waveform needs a positive sample_rate, got {sample_rate}")
+            if audio.ndim not in (1, 2) or audio.size == 0:
+                raise ValueError(f"{self.path}: waveform must be a non-empty [N] or [N, C] array, got {audio.shape}")
+            self._audio_file = self.path.with_name(f".{self.path.name}.{token}.audio.wav")
+            soundfile.write(self._audio_file, audio.astype(np.float32), sample_rate, subtype="FLOAT")
+            return self._audio_file
+        audio_path = Path(audio)
+        if not audio_path.is_file():
+            raise FileNotFoundError(f"{self.path}: audio file {audio_path} does not exist")
+        return audio_path
+
+    def _drain_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr.append(line)
+
+    def _failure(self, what: str) -> FfmpegError:
+        self._stderr_thread.join(timeout=5)
+        return FfmpegError(f"{self.path}: {what}; ffmpeg said:\n{_stderr_tail(self._stderr) or '(nothing)'}")
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one RGB frame [H, W, 3] uint8."""
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(
+                f"{self.path}: frame {self.frames_written} must be uint8 [{self.height}, {self.width}, 3], "
+                f"got {frame.dtype} {list(frame.shape)}"
+            )
+        try:
+            self._process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self._process.wait()
+            error = self._failure(f"ffmpeg exited with code {self._process.returncode} while receiving frames")
+            self.abort()
+            raise error from None
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        """Finish encoding and move the file to its final name; returns that path."""
+        if self.frames_written == 0:
+            self.abort()
+            raise ValueError(f"{self.path}: no frames were written; refusing to create an empty video")
+        try:
+            self._process.stdin.close()
+        except BrokenPipeError:
+            pass
+        code = self._process.wait()
+        if code != 0:
+            error = self._failure(f"ffmpeg exited with code {code}")
+            self._cleanup()
+            raise error
+        self._stderr_thread.join(timeout=5)
+        os.replace(self._partial, self.path)
+        self._cleanup()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop ffmpeg and delete everything written so far."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for leftover in (self._partial, self._audio_file):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_mp4(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    config: VideoConfig = VideoConfig(),
+    audio: AudioSource = None,
+    sample_rate: int | None = None,
+) -> Path:
+    """Encode frames (any iterable, consumed lazily) into an MP4 at `path`; returns the path."""
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    height, width = first.shape[:2]
+    with Mp4Writer(path, width, height, config, audio, sample_rate) as writer:
+        writer.write(first)
+        for frame in iterator:
+            writer.write(frame)
+    return writer.path
+
+
+def probe_video(path: str | os.PathLike, ffprobe: str = "ffprobe") -> dict:
+    """Facts about an MP4 from ffprobe: frame count, fps, size, codecs, durations.
+
+    Returns {"n_frames", "fps", "width", "height", "video_codec", "pix_fmt", "video_duration",
+    "audio_codec", "audio_duration", "audio_sample_rate"} (audio keys are None without audio).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such video file")
+    command = [ffprobe, "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json", str(path)]
+    try:
+        result = subprocess.run(command, capture_output=True, check=False)
+    except FileNotFoundError as error:
+        raise FfmpegError(
+            f"{path}: ffprobe binary {ffprobe!r} not found; install ffmpeg (apt-get install ffmpeg)"
+        ) from error
+    if result.returncode != 0:
+        raise FfmpegError(f"{path}: ffprobe failed (code {result.returncode}):\n{_stderr_tail([result.stderr])}")
+    info = json.loads(result.stdout)
+    video = next((s for s in info["streams"] if s["codec_type"] == "video"), None)
+    audio = next((s for s in info["streams"] if s["codec_type"] == "audio"), None)
+    if video is None:
+        raise FfmpegError(f"{path}: no video stream")
+    numerator, denominator = (int(x) for x in video["avg_frame_rate"].split("/"))
+
+    def seconds(stream: dict | None) -> float | None:
+        return float(stream["duration"]) if stream is not None and "duration" in stream else None
+
+    return {
+        "n_frames": int(video.get("nb_read_packets", video.get("nb_frames", 0))),
+        "fps": numerator / denominator if denominator else 0.0,
+        "width": int(video["width"]),
+        "height": int(video["height"]),
+        "video_codec": video["codec_name"],
+        "pix_fmt": video.get("pix_fmt"),
+        "video_duration": seconds(video),
+        "audio_codec": audio["codec_name"] if audio else None,
+        "audio_duration": seconds(audio),
+        "audio_sample_rate": int(audio["sample_rate"]) if audio else None,
+    }
