@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ops import audio_cleaning
+from ops.frame_files import list_frames
 from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
 from storage.fingerprint import hash_files, hash_tree, hash_values
 from storage.layout import SequenceFolder
@@ -55,9 +56,10 @@ class FeatureSettings:
 
 
 def _frame_files(folder: Path, suffix: str) -> list[Path]:
+    """The frame files the readers will read (gaps and duplicates raise here already)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.name.startswith("frame_") and p.name.endswith(suffix))
+    return [path for _, path in list_frames(folder, suffix)]
 
 
 def _cached(store: SequenceStore, key: str, component: str, fingerprint: str) -> IngestOutcome | None:
