@@ -121,13 +121,18 @@ def _load_sequence(store: SequenceStore, key: str, config: SegmentingConfig) -> 
     )
 
 
-def segments_version(store: SequenceStore, keys: list[str], config: SegmentingConfig) -> str:
-    """Name of the segment store these inputs make: changes whenever an input or setting does."""
+def ingested_data_state(store: SequenceStore, keys: list[str]) -> str:
+    """A hash of what the ingested sequences hold: changes when a sequence is added or re-ingested differently."""
     fingerprints = {
         key: [(store.attrs(key, c) or {}).get(FINGERPRINT_ATTR) for c in ("nphm", "audio_features", "flame")]
         for key in keys
     }
-    return "v-" + hash_values(config=asdict(config), code=CODE_VERSION, inputs=fingerprints)[:16]
+    return hash_values(inputs=fingerprints)[:16]
+
+
+def segments_version(store: SequenceStore, keys: list[str], config: SegmentingConfig) -> str:
+    """Name of the segment store these inputs make: changes whenever an input or setting does."""
+    return "v-" + hash_values(config=asdict(config), code=CODE_VERSION, data=ingested_data_state(store, keys))[:16]
 
 
 def build_training_segments(
@@ -205,6 +210,7 @@ def build_training_segments(
         "audio_dim": audio_dim,
         "motion_dim": sequences[0].expression.shape[1],
         "version": version,
+        "data_state": ingested_data_state(store, keys),
         "code_version": CODE_VERSION,
         "sequences": [s.key for s in sequences],
         "splits": splits,

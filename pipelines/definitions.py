@@ -6,15 +6,18 @@ from dagster import Definitions
 
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
-from pipelines.jobs import build_segments_job, ingest_sequence_job
+from pipelines.assets.training import facetalk_model, flame_model
+from pipelines.jobs import build_segments_job, ingest_sequence_job, retrain_job
 from pipelines.resources import default_resources
+from pipelines.retraining import retrain_on_new_data, retrain_schedule
 from pipelines.sensors import sequence_folder_sensor
 
-all_assets = [*per_sequence_assets, training_segments]
+all_assets = [*per_sequence_assets, training_segments, facetalk_model, flame_model]
 
 defs = Definitions(
     assets=all_assets,
-    jobs=[ingest_sequence_job, build_segments_job],
-    sensors=[sequence_folder_sensor],
+    jobs=[ingest_sequence_job, build_segments_job, retrain_job],
+    schedules=[retrain_schedule],
+    sensors=[sequence_folder_sensor, retrain_on_new_data],
     resources=default_resources(),
 )

@@ -12,3 +12,9 @@ build_segments_job = define_asset_job(
     selection=AssetSelection.assets("training_segments"),
     description="Cut every ingested sequence into training windows.",
 )
+
+retrain_job = define_asset_job(
+    "retrain",
+    selection=AssetSelection.groups("training", "evaluation"),
+    description="training_segments -> facetalk_model + flame_model -> evaluation.",
+)

@@ -1,0 +1,99 @@
+"""Model assets: the diffusion model over NPHM codes and its FLAME-vertex variant.
+
+Both call `models.train.train`, the same entry point as `python -m models.train -c ...`,
+in-process; they run in the `gpu` pool (one at a time per instance) and resume from the
+last checkpoint of an interrupted run when retried.
+"""
+
+from pathlib import Path
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
+
+from ops.plots import loss_curve_png, png_markdown
+from pipelines.assets.segments import training_segments
+from pipelines.resources import StoreResource
+from pipelines.settings import PROJECT_ROOT
+from storage.segments import SegmentReader, current_segments_dir
+
+TRAINING_RETRY = RetryPolicy(max_retries=1, delay=5)
+
+
+class TrainingConfig(Config):
+    config_path: str = "configs/tiny.yaml"  # configs/nphm.yaml for the paper-size model
+    max_steps: int = 0  # 0: the config's
+    batch_size: int = 0  # 0: the config's
+    accelerator: str = "auto"  # "auto" picks the GPU when present
+
+
+def _train(context: AssetExecutionContext, config: TrainingConfig, store: StoreResource, name: str) -> MaterializeResult:
+    from models.config import load_config
+    from models.train import train
+
+    config_path = Path(config.config_path)
+    if not config_path.is_absolute() and not config_path.exists():
+        config_path = PROJECT_ROOT / config_path
+    experiment = load_config(config_path)
+    train_overrides = {"accelerator": config.accelerator}
+    if config.max_steps:
+        train_overrides["max_steps"] = config.max_steps
+        train_overrides["val_every"] = min(experiment.train.val_every, config.max_steps)
+    if config.batch_size:
+        train_overrides["batch_size"] = config.batch_size
+    segments_dir = current_segments_dir(store.path)
+    segments_attrs = SegmentReader(segments_dir).attrs
+    # The store knows the encoder's width; a config written for Wav2Vec2-base says 768.
+    audio_dim = int(segments_attrs.get("audio_dim", experiment.model.audio_dim))
+    if audio_dim != experiment.model.audio_dim:
+        context.log.info(f"audio features are {audio_dim}-d in {segments_dir}; model.audio_dim set to match")
+    experiment = experiment.replace(train=train_overrides, model={"audio_dim": audio_dim})
+    out_dir = store.path / "checkpoints" / name
+    result = train(experiment, segments_dir, out_dir, progress=context.log.info)
+    plot = loss_curve_png(result.loss_history, out_dir / "loss_curve.png", title=f"{name}: loss")
+    return MaterializeResult(
+        metadata={
+            "checkpoint": MetadataValue.path(result.model_checkpoint),
+            "best_val_loss": result.best_val_loss,
+            "last_val_loss": result.last_val_loss,
+            "steps": result.steps,
+            "wall_time_s": round(result.wall_time_s, 1),
+            "segments_per_s": round(result.segments_per_s, 1),
+            "device": result.device,
+            "precision": result.precision,
+            "resumed_from": result.resumed_from or "",
+            "config": MetadataValue.path(str(config_path)),
+            "run_dir": MetadataValue.path(result.run_dir),
+            "train_segments": result.n_train_segments,
+            "val_segments": result.n_val_segments,
+            "segments_version": segments_attrs.get("version", ""),
+            "data_state": segments_attrs.get("data_state", ""),
+            "loss_curve": MetadataValue.md(png_markdown(plot, f"{name} loss curve")),
+        }
+    )
+
+
+@asset(
+    group_name="training",
+    deps=[training_segments],
+    pool="gpu",
+    retry_policy=TRAINING_RETRY,
+    kinds={"pytorch"},
+)
+def facetalk_model(context: AssetExecutionContext, config: TrainingConfig, store: StoreResource) -> MaterializeResult:
+    """The FaceTalk diffusion model: audio features -> NPHM expression-code sequences."""
+    return _train(context, config, store, "facetalk_model")
+
+
+class FlameTrainingConfig(TrainingConfig):
+    config_path: str = "configs/flame_tiny.yaml"  # configs/flame.yaml for the paper-size model
+
+
+@asset(
+    group_name="training",
+    deps=[training_segments],
+    pool="gpu",
+    retry_policy=TRAINING_RETRY,
+    kinds={"pytorch"},
+)
+def flame_model(context: AssetExecutionContext, config: FlameTrainingConfig, store: StoreResource) -> MaterializeResult:
+    """The same denoiser over FLAME vertex offsets (PCA-compressed), for comparing with FLAME baselines."""
+    return _train(context, config, store, "flame_model")
