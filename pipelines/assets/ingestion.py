@@ -1,6 +1,5 @@
 """Per-sequence assets: one partition per sequence folder, each cached by content hash."""
 
-
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
 from ops import sequence_ingest as ingest
@@ -16,6 +15,19 @@ FLAME_CHECKS = ["vertices_finite", "vertex_dim"]
 MESH_CHECKS = ["mesh_vertices_finite"]
 
 
+def sequence_asset(name: str, component: str, checks: list[str], **kwargs):
+    """A per-sequence asset: one partition per sequence folder, writing one store component."""
+    kwargs.setdefault("kinds", {"zarr"})
+    return asset(
+        name=name,
+        partitions_def=sequences_partitions,
+        group_name=GROUP,
+        code_version=ingest.CODE_VERSIONS[component],
+        check_specs=check_specs(name, checks),
+        **kwargs,
+    )
+
+
 class MotionConfig(Config):
     fps: int = 24
 
@@ -25,13 +37,7 @@ class AudioFeaturesConfig(Config):
     max_drift_s: float = 1.0
 
 
-@asset(
-    partitions_def=sequences_partitions,
-    group_name=GROUP,
-    code_version=ingest.CODE_VERSIONS["audio"],
-    check_specs=check_specs("cleaned_audio", AUDIO_CHECKS),
-    kinds={"zarr"},
-)
+@sequence_asset("cleaned_audio", "audio", AUDIO_CHECKS)
 def cleaned_audio(context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource) -> MaterializeResult:
     """Any audio file -> 16 kHz mono float32, DC removed, loudness-normalized; clipping and silence reported."""
     outcome = ingest.ingest_cleaned_audio(dataset.sequence(context.partition_key), store.sequences())
@@ -39,13 +45,7 @@ def cleaned_audio(context: AssetExecutionContext, dataset: DatasetResource, stor
     return ingest_result(outcome, AUDIO_CHECKS)
 
 
-@asset(
-    partitions_def=sequences_partitions,
-    group_name=GROUP,
-    code_version=ingest.CODE_VERSIONS["nphm"],
-    check_specs=check_specs("nphm_expressions", NPHM_CHECKS),
-    kinds={"zarr"},
-)
+@sequence_asset("nphm_expressions", "nphm", NPHM_CHECKS)
 def nphm_expressions(
     context: AssetExecutionContext, config: MotionConfig, dataset: DatasetResource, store: StoreResource
 ) -> MaterializeResult:
@@ -55,13 +55,7 @@ def nphm_expressions(
     return ingest_result(outcome, NPHM_CHECKS)
 
 
-@asset(
-    partitions_def=sequences_partitions,
-    group_name=GROUP,
-    code_version=ingest.CODE_VERSIONS["flame"],
-    check_specs=check_specs("flame_vertices", FLAME_CHECKS),
-    kinds={"zarr"},
-)
+@sequence_asset("flame_vertices", "flame", FLAME_CHECKS)
 def flame_vertices(
     context: AssetExecutionContext, config: MotionConfig, dataset: DatasetResource, store: StoreResource
 ) -> MaterializeResult:
@@ -71,13 +65,7 @@ def flame_vertices(
     return ingest_result(outcome, FLAME_CHECKS)
 
 
-@asset(
-    partitions_def=sequences_partitions,
-    group_name=GROUP,
-    code_version=ingest.CODE_VERSIONS["nphm_meshes"],
-    check_specs=check_specs("nphm_meshes", MESH_CHECKS),
-    kinds={"zarr"},
-)
+@sequence_asset("nphm_meshes", "nphm_meshes", MESH_CHECKS)
 def nphm_meshes(context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource) -> MaterializeResult:
     """Per-frame NPHM meshes (topology varies) as ragged arrays, for ground-truth renders; optional."""
     outcome = ingest.ingest_nphm_meshes(dataset.sequence(context.partition_key), store.sequences())
@@ -85,12 +73,11 @@ def nphm_meshes(context: AssetExecutionContext, dataset: DatasetResource, store:
     return ingest_result(outcome, MESH_CHECKS)
 
 
-@asset(
-    partitions_def=sequences_partitions,
-    group_name=GROUP,
-    deps=[cleaned_audio, nphm_expressions, flame_vertices],
-    code_version=ingest.CODE_VERSIONS["audio_features"],
-    check_specs=check_specs("audio_features", FEATURE_CHECKS),
+@sequence_asset(
+    "audio_features",
+    "audio_features",
+    FEATURE_CHECKS,
+    deps=[cleaned_audio, nphm_expressions, flame_vertices],  # features align to the motion's frame count
     kinds={"zarr", "pytorch"},
 )
 def audio_features(

@@ -15,7 +15,14 @@ from pipelines.resources import StoreResource
 from pipelines.settings import PROJECT_ROOT
 from storage.segments import SegmentReader, current_segments_dir
 
-TRAINING_RETRY = RetryPolicy(max_retries=1, delay=5)
+# Training runs one at a time in the `gpu` pool; a retry resumes from the last checkpoint.
+model_asset = asset(
+    group_name="training",
+    deps=[training_segments],
+    pool="gpu",
+    retry_policy=RetryPolicy(max_retries=1, delay=5),
+    kinds={"pytorch"},
+)
 
 
 class TrainingConfig(Config):
@@ -71,13 +78,7 @@ def _train(context: AssetExecutionContext, config: TrainingConfig, store: StoreR
     )
 
 
-@asset(
-    group_name="training",
-    deps=[training_segments],
-    pool="gpu",
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
-)
+@model_asset
 def facetalk_model(context: AssetExecutionContext, config: TrainingConfig, store: StoreResource) -> MaterializeResult:
     """The FaceTalk diffusion model: audio features -> NPHM expression-code sequences."""
     return _train(context, config, store, "facetalk_model")
@@ -87,13 +88,7 @@ class FlameTrainingConfig(TrainingConfig):
     config_path: str = "configs/flame_tiny.yaml"  # configs/flame.yaml for the paper-size model
 
 
-@asset(
-    group_name="training",
-    deps=[training_segments],
-    pool="gpu",
-    retry_policy=TRAINING_RETRY,
-    kinds={"pytorch"},
-)
+@model_asset
 def flame_model(context: AssetExecutionContext, config: FlameTrainingConfig, store: StoreResource) -> MaterializeResult:
     """The same denoiser over FLAME vertex offsets (PCA-compressed), for comparing with FLAME baselines."""
     return _train(context, config, store, "flame_model")
