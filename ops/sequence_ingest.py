@@ -19,6 +19,7 @@ from ops.frame_files import list_frames
 from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
 from storage.fingerprint import hash_files, hash_tree, hash_values
 from storage.layout import SequenceFolder
+from storage.safe_pickle import PickleFormatError, UnsafePickleError, load_numpy_pickle
 from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
 
 # Bump a component's version when the code that makes it changes what it writes.
@@ -132,6 +133,21 @@ class EncoderSource:
         return {"encoder_path": str(self.path), **self.encoder.describe()}  # encoder_random_weights, ...
 
 
+def describe_published_features(seq: SequenceFolder) -> str:
+    """What the dataset's own `wave2vec_audio_feats.pkl` holds, read with the restricted unpickler.
+
+    The features are always recomputed; the pickle is only inspected, and an unsafe one is
+    reported, never executed.
+    """
+    if not seq.pickled_features.is_file():
+        return "absent"
+    try:
+        array = load_numpy_pickle(seq.pickled_features)
+    except (UnsafePickleError, PickleFormatError) as error:
+        return f"refused: {error}"
+    return f"ignored (recomputed): {array.dtype} {list(array.shape)}"
+
+
 def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: int) -> tuple[int, str]:
     """Frames the features must align to: the tracked motion's count, else the audio's duration."""
     for component in ("nphm", "flame"):
@@ -182,6 +198,7 @@ def ingest_audio_features(
         "drift_s": round(drift_s, 4),
         **described,
     }
+    summary["published_pickle"] = describe_published_features(seq)
     checks = [check_finite("features_finite", features, seq.key), check_length_drift(drift_s, settings.fps, settings.warn_drift_frames)]
     return _write(store, seq.key, "audio_features", {"features": features}, fingerprint, summary, checks)
 
