@@ -1,0 +1,91 @@
+"""The analytic demo head: interface, placement in the NPHM box, identity and expression effects."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.heads.analytic import EXPRESSION_DIMS, IDENTITY_DIMS, AnalyticHead
+from models.heads.base import NPHM_GRID_MAX, NPHM_GRID_MIN, HeadModel
+from ops.meshing import extract_mesh
+
+MEAN_CODE = Path("/work/shared/data/nphm_identity_lat_mean.npy")
+
+
+def expression(**values: float) -> torch.Tensor:
+    code = torch.zeros(200)
+    for name, value in values.items():
+        code[EXPRESSION_DIMS[name]] = value
+    return code
+
+
+@pytest.fixture(scope="module")
+def head() -> AnalyticHead:
+    return AnalyticHead()
+
+
+def test_implements_head_model_and_signs(head):
+    assert isinstance(head, HeadModel)
+    points = torch.tensor([[0.0, 0.1, 0.0], list(NPHM_GRID_MIN), list(NPHM_GRID_MAX)])
+    sdf = head.sdf(points, torch.zeros(1344), torch.zeros(200))
+    assert sdf.shape == (3,) and sdf.dtype == torch.float32
+    assert sdf[0] < -0.1 and (sdf[1:] > 0.1).all()
+
+
+def test_surface_is_a_head_sized_closed_shape_inside_the_nphm_box(head):
+    mesh = extract_mesh(head, torch.zeros(1344), torch.zeros(200), resolution=40)
+    low, high = mesh.vertices.min(0), mesh.vertices.max(0)
+    assert (low > np.array(NPHM_GRID_MIN) + 0.02).all() and (high < np.array(NPHM_GRID_MAX) - 0.02).all()
+    assert 0.5 < high[0] - low[0] < 0.75  # ear to ear
+    assert 0.9 < high[1] - low[1] < 1.1  # neck cut to crown
+    nose_tip = mesh.vertices[mesh.vertices[:, 2].argmax()]
+    assert abs(nose_tip[0]) < 0.03 and 0.3 < nose_tip[2] < 0.4  # the face looks along +z
+
+
+def test_forward_deformation_inverts_backward(head):
+    generator = torch.Generator().manual_seed(0)
+    points = torch.tensor(NPHM_GRID_MIN) + torch.rand(4000, 3, generator=generator) * (
+        torch.tensor(NPHM_GRID_MAX) - torch.tensor(NPHM_GRID_MIN)
+    )
+    code = expression(jaw_open=0.9, lip_round=0.6, lip_stretch=-0.3, brow_raise=0.8, smile=0.4)
+    canonical = head.deform_points_backward(points, code)
+    assert (canonical - points).abs().max() > 0.05  # it does move points
+    back = head.deform_points_forward(canonical, torch.zeros(1344), code)
+    assert (back - points).abs().max() < 1e-3
+
+
+def test_jaw_open_parts_the_lips(head):
+    between_lips = torch.tensor([[0.0, -0.12, 0.25]])
+    closed = head.sdf(between_lips, torch.zeros(1344), expression(jaw_open=0.0))
+    opened = head.sdf(between_lips, torch.zeros(1344), expression(jaw_open=1.0))
+    assert closed < 0 < opened
+
+
+def test_expressions_move_brows_lids_and_lips(head):
+    identity = torch.zeros(1344)
+    above_brow = torch.tensor([[0.10, 0.24, 0.22]])
+    assert head.sdf(above_brow, identity, expression()) > 0 > head.sdf(above_brow, identity, expression(brow_raise=1.0))
+    on_eyeball = torch.tensor([[0.10, 0.125, 0.218]])  # just in front of the eyeball
+    assert head.sdf(on_eyeball, identity, expression()) > 0 > head.sdf(on_eyeball, identity, expression(blink=1.0))
+    lip_corner = torch.tensor([[0.095, -0.106, 0.235]])
+    assert head.sdf(lip_corner, identity, expression(lip_stretch=1.0)) < head.sdf(lip_corner, identity, expression(lip_round=1.0))
+
+
+def test_identity_dims_change_the_shape_and_codes_are_bounded(head):
+    probe = torch.tensor([[0.0, -0.005, 0.37]])  # just past the average nose tip
+    long_nose = torch.zeros(1344)
+    long_nose[IDENTITY_DIMS["nose_length"]] = 0.2
+    assert head.sdf(probe, torch.zeros(1344), torch.zeros(200)) > 0 > head.sdf(probe, long_nose, torch.zeros(200))
+    wild = torch.full((1344,), 5.0)  # far outside typical codes: saturates, still a head in the box
+    mesh = extract_mesh(head, wild, torch.zeros(200), resolution=32)
+    assert (mesh.vertices.min(0) > np.array(NPHM_GRID_MIN)).all() and (mesh.vertices.max(0) < np.array(NPHM_GRID_MAX)).all()
+
+
+def test_nphm_mean_identity_code_gives_the_average_head(head):
+    if not MEAN_CODE.exists():
+        pytest.skip(f"{MEAN_CODE} not present")
+    code = torch.from_numpy(np.load(MEAN_CODE).astype(np.float32))
+    points = torch.rand(2000, 3) - 0.5
+    difference = head.sdf(points, code, torch.zeros(200)) - head.sdf(points, torch.zeros(1344), torch.zeros(200))
+    assert difference.abs().max() < 0.01

@@ -1,0 +1,90 @@
+"""Marching cubes of a head SDF (dense and coarse-to-fine) and temporal smoothing of sequences."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial import cKDTree
+
+from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
+from ops.meshing import NPHM_BOUNDS, extract_mesh, smooth_vertex_sequence
+
+RESOLUTION = 40
+VOXEL = min((np.array(NPHM_BOUNDS[1]) - np.array(NPHM_BOUNDS[0])) / (RESOLUTION - 1))
+
+
+def code(**values: float) -> torch.Tensor:
+    out = torch.zeros(200)
+    for name, value in values.items():
+        out[EXPRESSION_DIMS[name]] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def head() -> AnalyticHead:
+    return AnalyticHead()
+
+
+@pytest.mark.parametrize("expression", [code(), code(jaw_open=1.0, lip_round=0.5, brow_raise=0.7)])
+def test_coarse_to_fine_matches_dense_with_fewer_points(head, expression):
+    identity = torch.full((1344,), 0.05)
+    dense = extract_mesh(head, identity, expression, resolution=RESOLUTION, method="dense")
+    fine = extract_mesh(head, identity, expression, resolution=RESOLUTION, method="coarse_to_fine")
+    assert dense.points_evaluated == RESOLUTION**3
+    assert fine.points_evaluated < dense.points_evaluated / 2
+    to_dense, _ = cKDTree(dense.vertices).query(fine.vertices)
+    to_fine, _ = cKDTree(fine.vertices).query(dense.vertices)
+    assert max(to_dense.max(), to_fine.max()) <= VOXEL
+    assert abs(len(fine.vertices) - len(dense.vertices)) <= 0.01 * len(dense.vertices)
+
+
+def test_mesh_is_closed_and_outward_facing(head):
+    mesh = extract_mesh(head, torch.zeros(1344), code(jaw_open=0.7), resolution=RESOLUTION)
+    assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
+    assert len(mesh.faces) > 2000 and mesh.seconds > 0
+    surface = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)
+    assert surface.is_watertight
+    assert surface.volume > 0  # positive volume: normals point out of the head
+
+
+def test_opening_the_jaw_changes_the_mouth_region(head):
+    closed = extract_mesh(head, torch.zeros(1344), code(), resolution=48)
+    opened = extract_mesh(head, torch.zeros(1344), code(jaw_open=1.0), resolution=48)
+
+    def front_depth_at_mouth(vertices: np.ndarray) -> float:
+        # How far forward the surface is on a small column through the middle of the lips.
+        column = (np.abs(vertices[:, 0]) < 0.03) & (np.abs(vertices[:, 1] + 0.125) < 0.012)
+        return float(vertices[column, 2].max())
+
+    assert front_depth_at_mouth(closed.vertices) > 0.24  # lips
+    assert front_depth_at_mouth(opened.vertices) < front_depth_at_mouth(closed.vertices) - 0.03  # a gap
+    chin = lambda v: v[(np.abs(v[:, 0]) < 0.03) & (v[:, 2] > 0.1), 1].min()
+    assert chin(opened.vertices) < chin(closed.vertices) - 0.02  # the chin went down
+    far_from_mouth = lambda v: v[v[:, 1] > 0.3]
+    assert np.allclose(np.sort(far_from_mouth(closed.vertices), 0), np.sort(far_from_mouth(opened.vertices), 0), atol=1e-5)
+
+
+def test_bad_arguments_raise_clear_errors(head):
+    with pytest.raises(ValueError, match="method"):
+        extract_mesh(head, torch.zeros(1344), torch.zeros(200), method="sparse")
+    with pytest.raises(ValueError, match="no surface"):
+        extract_mesh(head, torch.zeros(1344), torch.zeros(200), resolution=16, bounds=((2, 2, 2), (3, 3, 3)))
+
+
+def test_smooth_vertex_sequence_damps_jitter_but_keeps_masked_motion():
+    rng = np.random.default_rng(0)
+    frames, n = 60, 200
+    base = rng.uniform(-0.3, 0.3, (n, 3))
+    base[:20] = [0.0, -0.1, 0.25] + rng.normal(0, 0.005, (20, 3))  # a "mouth" cluster
+    jitter = rng.normal(0, 0.01, (frames, n, 3))
+    vertices = (base + jitter).astype(np.float32)
+    keep = np.zeros(n, dtype=bool)
+    keep[:20] = True
+    out = smooth_vertex_sequence(vertices, keep, strength=2.0, falloff=0.05)
+    assert out.shape == vertices.shape and out.dtype == vertices.dtype
+    np.testing.assert_array_equal(out[:, keep], vertices[:, keep])
+    far = np.linalg.norm(base - base[:20].mean(0), axis=1) > 0.1
+    assert np.diff(out[:, far], axis=0).std() < 0.4 * np.diff(vertices[:, far], axis=0).std()
+    np.testing.assert_array_equal(smooth_vertex_sequence(vertices, keep, strength=0.0), vertices)
+    with pytest.raises(ValueError, match="keep_mask"):
+        smooth_vertex_sequence(vertices, keep[:10], strength=1.0)
