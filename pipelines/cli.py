@@ -15,9 +15,15 @@ def _demo_data(args: argparse.Namespace) -> int:
         n_identities=args.identities, n_sequences=args.sequences, seconds=args.seconds, seed=args.seed,
         nphm_mesh_resolution=args.mesh_resolution,
     )
-    summary = generate_demo_dataset(Path(args.path), config, progress=print)
+    summary = generate_demo_dataset(Path(args.path), config, progress=print, workers=_workers())
     print(f"demo dataset written to {args.path}: {summary}")
     return 0
+
+
+def _workers() -> int:
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _resources(args: argparse.Namespace) -> dict:
@@ -73,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
         from ops.demo_data import DemoDataConfig, generate_demo_dataset
 
         print(f"generating the demo dataset in {data_root} ...")
-        generate_demo_dataset(data_root, DemoDataConfig(), progress=print)
+        generate_demo_dataset(data_root, DemoDataConfig(), progress=print, workers=_workers())
     instance = _instance()
     from pipelines.runner import failure_messages, ingest_sequences, materialize_segments
 

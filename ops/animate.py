@@ -1,0 +1,297 @@
+"""`facetalk animate`: one audio file + a trained motion model -> a talking-head MP4 (with the audio).
+
+Steps: clean the audio (16 kHz mono, loudness-normalized) -> frozen Wav2Vec2 features aligned to
+the model's frame rate -> sample expression codes with the diffusion model -> mesh each frame with
+the head model (the analytic demo head, or NPHM weights) -> render with one camera -> H.264 + AAC.
+
+Identity: `identity_code=None` means zeros. For the analytic head that is the average head; for
+NPHM it is the prior's mean, within 0.01 per dimension of the released NPHM identity mean
+(`assets/nphm_lat_mean.npy`); pass that array (or any fitted identity code) for a specific person.
+
+A FLAME-variant checkpoint generates vertex offsets instead of codes; the checkpoint holds no
+template or faces, so it renders only with `flame_template=` a PLY of the template mesh (its vertex
+count must match the model's).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError, load_motion_model
+from models.heads.base import HeadModel
+from models.motion_model import MotionModel
+from ops.audio_cleaning import CleanedAudio, clean_audio_file
+from ops.audio_features import extract_aligned_features, frame_count
+from ops.ply import read_ply
+from ops.render import RenderConfig
+from ops.talking_head import (
+    render_expression_video,
+    render_talking_head,
+    talking_head_render_config,
+    write_meshes_ply,
+)
+
+Progress = Callable[[str], None]
+HEADS = ("analytic", "nphm")
+DEFAULT_MAX_DURATION_S = 600.0
+DEFAULT_VIDEO_SIZE = 512
+
+
+class AnimationError(ValueError):
+    """Inputs that cannot make a video together; the message names the file(s) concerned."""
+
+
+class EncoderMismatchError(AnimationError):
+    """The audio encoder's feature width is not the one the motion model was trained on."""
+
+
+@dataclass
+class AnimationResult:
+    video: Path
+    codes: Path | None  # OUT.npz: expression [T, 200] (or vertex_offsets [T, V, 3]), fps, audio_duration_s
+    meshes_dir: Path | None  # OUT_meshes/frame_NNNNN.ply when requested
+    n_frames: int
+    fps: float
+    audio_duration_s: float
+    device: str
+    variant: str  # "nphm" | "flame"
+    encoder_random_weights: bool  # True: features (and so the motion) carry no speech content
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step and "total"
+
+
+def resolve_device(device: str) -> torch.device:
+    """`"auto"` -> cuda when available, else cpu; "cuda" without a GPU is an error, not a silent fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested, but torch sees no CUDA GPU (torch {torch.__version__})")
+    return torch.device(device)
+
+
+def load_head(head: str, nphm_checkpoint: str | Path | None = None, device: torch.device | str = "cpu") -> HeadModel:
+    """The analytic demo head, or NPHM from its checkpoint (required for "nphm")."""
+    if head == "analytic":
+        from models.heads.analytic import AnalyticHead
+
+        return AnalyticHead()
+    if head == "nphm":
+        if nphm_checkpoint is None:
+            raise AnimationError("head 'nphm' needs nphm_checkpoint (the NPHM weights); none was given")
+        from models.heads.nphm import load_nphm
+
+        return load_nphm(nphm_checkpoint, device=device)
+    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+
+def identity_for(head: HeadModel, identity_code: np.ndarray | None) -> np.ndarray:
+    if identity_code is None:
+        return np.zeros(head.identity_dim, dtype=np.float32)
+    identity = np.asarray(identity_code, dtype=np.float32).reshape(-1)
+    if identity.shape != (head.identity_dim,):
+        raise AnimationError(f"identity_code must have {head.identity_dim} values, got {identity.size}")
+    if not np.isfinite(identity).all():
+        raise AnimationError("identity_code contains NaN or Inf")
+    return identity
+
+
+def load_encoder_for(model: MotionModel, checkpoint: str | Path, encoder_path: str | Path, device: torch.device):
+    """The frozen audio encoder, refused when its width differs from the model's audio_dim."""
+    from models.audio_encoder import load_audio_encoder
+
+    encoder = load_audio_encoder(encoder_path, device=device)
+    expected = model.config.model.audio_dim
+    if encoder.hidden_size != expected:
+        raise EncoderMismatchError(
+            f"audio encoder {str(encoder_path)!r} outputs {encoder.hidden_size}-d features, but the motion model "
+            f"{str(checkpoint)!r} was trained on {expected}-d features (model.audio_dim); "
+            "use the encoder the model was trained with"
+        )
+    return encoder
+
+
+def audio_features_for(cleaned: CleanedAudio, encoder, fps: float, max_seconds: float | None = None) -> np.ndarray:
+    """Cleaned audio (optionally its first `max_seconds`) -> features [T, A], T = round(duration * fps)."""
+    samples = cleaned.samples
+    if max_seconds is not None:
+        samples = samples[: round(max_seconds * cleaned.sample_rate)]
+    n_frames = frame_count(len(samples) / cleaned.sample_rate, fps)
+    return extract_aligned_features(encoder, samples, n_frames)
+
+
+def _flame_template(path: str | Path | None, model: MotionModel, checkpoint: str | Path):
+    if path is None:
+        raise AnimationError(
+            f"checkpoint {str(checkpoint)!r} is a FLAME-variant model (it generates vertex offsets for a "
+            f"{model.meta.n_vertices}-vertex template, which the checkpoint does not contain); pass "
+            "flame_template=<template .ply>, or use an NPHM-variant checkpoint"
+        )
+    mesh = read_ply(path)
+    if len(mesh.vertices) != model.meta.n_vertices:
+        raise AnimationError(
+            f"FLAME template {str(path)!r} has {len(mesh.vertices)} vertices, the model {str(checkpoint)!r} "
+            f"generates offsets for {model.meta.n_vertices}"
+        )
+    if mesh.faces is None or len(mesh.faces) == 0:
+        raise AnimationError(f"FLAME template {str(path)!r} has no faces to render")
+    return mesh
+
+
+class _Bars:
+    """One tqdm bar per stage (meshing, rendering); the callback gets a line when a stage starts."""
+
+    def __init__(self, say: Progress | None):
+        self.say = say
+        self.bar = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            if self.say is not None:
+                self.say(f"{stage} {total} frames")
+            self.bar = tqdm(total=total, desc=stage, unit="frame", disable=None, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _save_npz(path: Path, **arrays) -> Path:
+    partial = path.with_name(f".{path.name}.partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+    return path
+
+
+def animate_audio(
+    audio_path: str | Path,
+    checkpoint: str | Path,
+    out_mp4: str | Path,
+    *,
+    encoder_path: str | Path,
+    identity_code: np.ndarray | None = None,
+    head: str = "analytic",
+    nphm_checkpoint: str | Path | None = None,
+    flame_template: str | Path | None = None,
+    resolution: int = 64,
+    steps: int = 50,
+    guidance: float | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    cpu_threads: int | None = None,
+    video_size: int = DEFAULT_VIDEO_SIZE,
+    render_config: RenderConfig | None = None,
+    write_codes: bool = True,
+    write_meshes: bool = False,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    progress: Progress | None = None,
+) -> AnimationResult:
+    """Make `out_mp4` (plus OUT.npz with the codes, OUT_meshes/ with PLYs when asked) from speech.
+
+    Raises, each naming the file: AudioError (unreadable, empty, silent or longer than
+    max_duration_s audio), CheckpointError (missing, unreadable or incompatible model),
+    AudioEncoderLoadError / EncoderMismatchError (encoder weights, or a width != model.audio_dim),
+    AnimationError (NPHM head without weights, FLAME model without a template).
+    `cpu_threads`: torch intra-op threads while meshing (1 is fastest for the analytic head on a
+    busy CPU; None keeps torch's default).
+    """
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    out_mp4 = Path(out_mp4)
+    if not out_mp4.parent.is_dir():
+        raise FileNotFoundError(f"{out_mp4}: output folder {out_mp4.parent} does not exist")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if head == "nphm" and nphm_checkpoint is None:
+        raise AnimationError("head 'nphm' needs nphm_checkpoint (the NPHM weights); none was given")
+    torch_device = resolve_device(device)
+
+    model = load_motion_model(checkpoint, map_location=torch_device)
+    variant = model.config.data.variant
+    template = _flame_template(flame_template, model, checkpoint) if variant == "flame" else None
+    head_model = load_head(head, nphm_checkpoint, torch_device) if variant == "nphm" else None
+    identity = identity_for(head_model, identity_code) if head_model is not None else None
+    say(f"motion model {checkpoint}: {variant} variant, {model.meta.fps} fps, on {torch_device}")
+
+    t = time.perf_counter()
+    cleaned = clean_audio_file(audio_path, max_duration_s=max_duration_s)
+    seconds["audio"] = time.perf_counter() - t
+    say(f"audio {audio_path}: {cleaned.stats.duration_s:.2f} s")
+
+    t = time.perf_counter()
+    encoder = load_encoder_for(model, checkpoint, encoder_path, torch_device)
+    if encoder.random_init:
+        say(f"note: audio encoder {encoder_path} has random weights; the motion will not follow the speech")
+    random_weights = encoder.random_init
+    features = audio_features_for(cleaned, encoder, model.meta.fps)
+    del encoder
+    seconds["features"] = time.perf_counter() - t
+    n_frames = len(features)
+
+    t = time.perf_counter()
+    motion = model.generate(features, steps=steps, guidance=guidance, seed=seed)
+    seconds["generation"] = time.perf_counter() - t
+    say(f"generated {n_frames} frames ({steps} sampling steps)")
+
+    codes_path = out_mp4.with_suffix(".npz") if write_codes else None
+    meshes_dir = out_mp4.with_name(f"{out_mp4.stem}_meshes") if write_meshes else None
+    if codes_path is not None:
+        name = "expression" if variant == "nphm" else "vertex_offsets"
+        _save_npz(codes_path, **{name: motion.astype(np.float32)}, fps=np.float32(model.meta.fps),
+                  audio_duration_s=np.float32(cleaned.stats.duration_s), seed=np.int64(seed), steps=np.int64(steps))  # fmt: skip
+
+    config = render_config or talking_head_render_config(video_size)
+    bars = _Bars(say)
+    t = time.perf_counter()
+    try:
+        if variant == "nphm":
+            render_expression_video(
+                head_model, identity, motion, out_mp4, audio_samples=cleaned.samples, sample_rate=cleaned.sample_rate,
+                fps=model.meta.fps, resolution=resolution, meshes_dir=meshes_dir, render_config=config,
+                cpu_threads=cpu_threads, progress=bars,
+            )  # fmt: skip
+        else:
+            vertices = template.vertices[None] + motion  # [T, V, 3]
+            if meshes_dir is not None:
+                write_meshes_ply([(frame, template.faces) for frame in vertices], meshes_dir)
+            render_talking_head(
+                vertices, template.faces, out_mp4=out_mp4, audio_samples=cleaned.samples,
+                sample_rate=cleaned.sample_rate, fps=model.meta.fps, render_config=config,
+                progress=lambda done, total: bars("rendering", done, total),
+            )  # fmt: skip
+    finally:
+        bars.close()
+    seconds["meshing_and_rendering"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - started
+    say(f"wrote {out_mp4} ({n_frames} frames, {seconds['total']:.1f} s)")
+    return AnimationResult(
+        video=out_mp4, codes=codes_path, meshes_dir=meshes_dir, n_frames=n_frames, fps=float(model.meta.fps),
+        audio_duration_s=cleaned.stats.duration_s, device=str(torch_device), variant=variant,
+        encoder_random_weights=random_weights, seconds=seconds,
+    )  # fmt: skip
+
+
+__all__ = [
+    "AnimationError",
+    "AnimationResult",
+    "CheckpointError",
+    "EncoderMismatchError",
+    "animate_audio",
+    "load_head",
+    "resolve_device",
+]

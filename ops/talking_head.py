@@ -1,0 +1,293 @@
+"""Expression codes -> per-frame head meshes -> shaded frames -> an MP4 with the speech muxed in.
+
+Camera: one `Renderer` and one camera for the whole clip, fitted to the bounds of every frame (and
+of the ground truth, when shown beside it), so the head neither jumps nor breathes in size.
+NPHM's canonical axes (models/heads/analytic.py, the same for NPHM and FLAME): y up, the face looks
+toward +z, so the camera sits on +z looking down -z with y up.
+
+Memory: a marching-cubes mesh at resolution 64 is ~250 kB; ten minutes of speech at 24 fps would
+be 3.6 GB of meshes. `render_expression_video` therefore writes each mesh to a PLY as soon as it
+is made (into the requested meshes folder, or a temporary one beside the video) while tracking
+the sequence bounds, and the render pass reads the frames back one at a time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.heads.base import HeadModel
+from ops.meshing import NPHM_BOUNDS, Bounds, Mesh, extract_mesh
+from ops.ply import read_ply, write_ply
+from ops.render import MeshFrame, RenderConfig, Renderer, sequence_bounds, side_by_side
+from ops.video import Mp4Writer, VideoConfig
+
+FrameProgress = Callable[[int, int], None]  # (frames done, frames total)
+StageProgress = Callable[[str, int, int], None]  # (stage "meshing" | "rendering", done, total)
+
+# From the subject toward the camera, and up: NPHM canonical space (face toward +z, y up).
+HEAD_VIEW_DIRECTION = (0.0, 0.0, 1.0)
+HEAD_UP = (0.0, 1.0, 0.0)
+
+
+def talking_head_render_config(size: int = 512, **overrides) -> RenderConfig:
+    """A square frontal portrait of a head in NPHM canonical axes."""
+    return RenderConfig(width=size, height=size, view_direction=HEAD_VIEW_DIRECTION, up=HEAD_UP, **overrides)
+
+
+# ----------------------------------------------------------------------------- meshing
+
+
+def iter_expression_meshes(
+    head: HeadModel,
+    identity: np.ndarray,
+    codes: np.ndarray,
+    resolution: int = 64,
+    method: str = "coarse_to_fine",
+    bounds: Bounds = NPHM_BOUNDS,
+) -> Iterator[Mesh]:
+    """One marching-cubes mesh per frame of codes [T, 200], made lazily."""
+    codes = np.asarray(codes, dtype=np.float32)
+    if codes.ndim != 2 or codes.shape[1] != head.expression_dim or len(codes) == 0:
+        raise ValueError(f"expression codes must be [T>0, {head.expression_dim}], got {codes.shape}")
+    identity = np.asarray(identity, dtype=np.float32)
+    if identity.shape != (head.identity_dim,):
+        raise ValueError(f"identity code must be [{head.identity_dim}], got {identity.shape}")
+    for frame, code in enumerate(codes):
+        try:
+            yield extract_mesh(head, identity, code, resolution=resolution, method=method, bounds=bounds)
+        except ValueError as error:
+            raise ValueError(f"frame {frame}: {error}") from error
+
+
+def expression_meshes(
+    head: HeadModel,
+    identity: np.ndarray,
+    codes: np.ndarray,
+    resolution: int = 64,
+    method: str = "coarse_to_fine",
+    progress: FrameProgress | None = None,
+    bounds: Bounds = NPHM_BOUNDS,
+) -> list[Mesh]:
+    """Per-frame meshes of identity [1344] + codes [T, 200], all in memory (short clips)."""
+    meshes = []
+    for mesh in iter_expression_meshes(head, identity, codes, resolution, method, bounds):
+        meshes.append(mesh)
+        if progress is not None:
+            progress(len(meshes), len(codes))
+    return meshes
+
+
+def frame_file(folder: Path, frame: int) -> Path:
+    return Path(folder) / f"frame_{frame:05d}.ply"
+
+
+def write_meshes_ply(meshes: Sequence[Mesh | MeshFrame], folder: str | Path) -> list[Path]:
+    """Write frame_00000.ply, frame_00001.ply, ... into `folder` (created); returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for frame, (vertices, faces) in enumerate(mesh_frames(meshes)):
+        path = frame_file(folder, frame)
+        write_ply(path, vertices, faces)
+        paths.append(path)
+    return paths
+
+
+class PlyMeshSequence(Sequence[MeshFrame]):
+    """Frames stored as PLY files, read one at a time when indexed (bounded memory)."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        self.paths = [Path(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return PlyMeshSequence(self.paths[index])
+        mesh = read_ply(self.paths[index])
+        return mesh.vertices, mesh.faces
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def mesh_frames(meshes_or_vertex_sequence, faces: np.ndarray | None = None) -> Sequence[MeshFrame]:
+    """Any of: vertices [T, V, 3] (+ `faces` [F, 3]), a sequence of `Mesh`, or of (vertices, faces)
+    -> a re-iterable sequence of (vertices, faces) frames."""
+    if isinstance(meshes_or_vertex_sequence, np.ndarray):
+        vertices = meshes_or_vertex_sequence
+        if vertices.ndim != 3 or vertices.shape[2] != 3 or len(vertices) == 0:
+            raise ValueError(f"a vertex sequence must be [T>0, V, 3], got {vertices.shape}")
+        if faces is None:
+            raise ValueError("a vertex sequence [T, V, 3] needs `faces` [F, 3]")
+        faces = np.asarray(faces)
+        return [(frame, faces) for frame in vertices]
+    if faces is not None:
+        raise ValueError("`faces` goes with a vertex array [T, V, 3]; meshes carry their own faces")
+    if isinstance(meshes_or_vertex_sequence, PlyMeshSequence):
+        return meshes_or_vertex_sequence
+    frames = [(m.vertices, m.faces) if isinstance(m, Mesh) else (m[0], m[1]) for m in meshes_or_vertex_sequence]
+    if not frames:
+        raise ValueError("no frames to render")
+    return frames
+
+
+def _union(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return np.minimum(a[0], b[0]), np.maximum(a[1], b[1])
+
+
+def _trimmed_audio(samples: np.ndarray | None, sample_rate: int | None, n_frames: int, fps: float):
+    """The audio cut to the video's length (n_frames / fps), so both streams end together."""
+    if samples is None:
+        return None
+    samples = np.asarray(samples, dtype=np.float32)
+    if sample_rate is None or sample_rate <= 0:
+        raise ValueError(f"audio samples need a positive sample_rate, got {sample_rate}")
+    keep = round(n_frames / fps * sample_rate)
+    return samples[:keep] if len(samples) > keep else samples
+
+
+def save_png(path: str | Path, frame: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(frame).save(path)
+    return Path(path)
+
+
+def render_talking_head(
+    meshes_or_vertex_sequence,
+    faces: np.ndarray | None = None,
+    *,
+    out_mp4: str | Path,
+    audio_samples: np.ndarray | None = None,
+    sample_rate: int | None = None,
+    fps: float = 24.0,
+    render_config: RenderConfig | None = None,
+    ground_truth=None,
+    ground_truth_faces: np.ndarray | None = None,
+    labels: tuple[str, str] = ("ground truth", "generated"),
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    preview_png: str | Path | None = None,
+    video_config: VideoConfig | None = None,
+    progress: FrameProgress | None = None,
+) -> Path:
+    """Render a head sequence into an H.264 MP4 with the audio muxed; returns the MP4's path.
+
+    meshes_or_vertex_sequence: see `mesh_frames`. With `ground_truth` (same forms), each frame is
+    ground truth (left) beside generated (right) under one camera, paired up to the shorter one.
+    The audio (mono float samples) is cut to the video's length. `bounds` (min [3], max [3]) skips
+    the pass over all frames that fitting the camera otherwise needs (the ground truth's bounds are
+    still added). `preview_png` saves the first frame.
+    """
+    generated = mesh_frames(meshes_or_vertex_sequence, faces)
+    config = render_config or talking_head_render_config()
+    if bounds is None:
+        bounds = sequence_bounds(vertices for vertices, _ in generated)
+    reference = None
+    n_frames = len(generated)
+    if ground_truth is not None:
+        reference = mesh_frames(ground_truth, ground_truth_faces)
+        bounds = _union(bounds, sequence_bounds(vertices for vertices, _ in reference))
+        n_frames = min(n_frames, len(reference))
+    audio = _trimmed_audio(audio_samples, sample_rate, n_frames, fps)
+    out_mp4 = Path(out_mp4)
+    width = config.width * (2 if reference is not None else 1)
+    with Renderer(config) as renderer:
+        renderer.fit_camera(*bounds)
+        with Mp4Writer(
+            out_mp4, width, config.height, video_config or VideoConfig(fps=fps), audio, sample_rate
+        ) as writer:
+            for frame in range(n_frames):
+                image = renderer.render(*generated[frame])
+                if reference is not None:
+                    image = side_by_side(renderer.render(*reference[frame]), image, labels)
+                if frame == 0 and preview_png is not None:
+                    save_png(preview_png, image)
+                writer.write(image)
+                if progress is not None:
+                    progress(frame + 1, n_frames)
+    return out_mp4
+
+
+# ----------------------------------------------------------------------------- codes -> video
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with n torch intra-op threads (None: leave as is), restoring them after.
+
+    Meshing the analytic head evaluates ~10-30k points per call: too little work to share, and on
+    a busy machine two spinning OpenMP threads made it ~15x slower than one (measured, 2 cores).
+    """
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def render_expression_video(
+    head: HeadModel,
+    identity: np.ndarray,
+    codes: np.ndarray,
+    out_mp4: str | Path,
+    *,
+    audio_samples: np.ndarray | None,
+    sample_rate: int | None,
+    fps: float,
+    resolution: int = 64,
+    method: str = "coarse_to_fine",
+    meshes_dir: str | Path | None = None,
+    render_config: RenderConfig | None = None,
+    ground_truth=None,
+    preview_png: str | Path | None = None,
+    cpu_threads: int | None = None,
+    progress: StageProgress | None = None,
+) -> Path:
+    """Mesh every frame of codes [T, 200] and render them with the audio, in bounded memory.
+
+    Meshes go to `meshes_dir` as frame_NNNNN.ply (kept) or to a temporary folder beside the video
+    (removed afterwards). `progress(stage, done, total)` reports both passes. `cpu_threads` sets
+    torch's intra-op threads while meshing (see `torch_threads`).
+    """
+    out_mp4 = Path(out_mp4)
+    if not out_mp4.parent.is_dir():
+        raise FileNotFoundError(f"{out_mp4}: output folder {out_mp4.parent} does not exist")
+    spill = (
+        Path(meshes_dir)
+        if meshes_dir is not None
+        else Path(tempfile.mkdtemp(prefix=f".{out_mp4.stem}-meshes-", dir=out_mp4.parent))
+    )
+    spill.mkdir(parents=True, exist_ok=True)
+    try:
+        paths: list[Path] = []
+        lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+        with torch_threads(cpu_threads):
+            for frame, mesh in enumerate(iter_expression_meshes(head, identity, codes, resolution, method)):
+                path = frame_file(spill, frame)
+                write_ply(path, mesh.vertices, mesh.faces)
+                paths.append(path)
+                lo, hi = np.minimum(lo, mesh.vertices.min(axis=0)), np.maximum(hi, mesh.vertices.max(axis=0))
+                if progress is not None:
+                    progress("meshing", frame + 1, len(codes))
+        report = (lambda done, total: progress("rendering", done, total)) if progress is not None else None
+        return render_talking_head(
+            PlyMeshSequence(paths), out_mp4=out_mp4, audio_samples=audio_samples, sample_rate=sample_rate, fps=fps,
+            render_config=render_config, ground_truth=ground_truth, bounds=(lo, hi), preview_png=preview_png,
+            progress=report,
+        )  # fmt: skip
+    finally:
+        if meshes_dir is None:
+            shutil.rmtree(spill, ignore_errors=True)
