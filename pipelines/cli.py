@@ -71,7 +71,7 @@ def _segments(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """The main job on the demo data: generate it if absent, ingest, build training segments."""
+    """The main job on the demo data: generate it if absent, ingest, segment, train, evaluate, render."""
     started = time.time()
     resources = _resources(args)
     data_root = resources["dataset"].path
@@ -81,20 +81,66 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"generating the demo dataset in {data_root} ...")
         generate_demo_dataset(data_root, DemoDataConfig(), progress=print, workers=_workers())
     instance = _instance()
-    from pipelines.runner import failure_messages, ingest_sequences, materialize_segments
+    from pipelines.runner import failure_messages, ingest_sequences, materialize_retrain
 
     summary = ingest_sequences(instance, resources, data_root)
     if not summary.succeeded:
         print("no sequence could be ingested; see the errors above", file=sys.stderr)
         return 1
-    result = materialize_segments(instance, resources)
+    print("training segments -> facetalk_model + flame_model -> evaluation_metrics + evaluation_renders ...")
+    result = materialize_retrain(instance, resources)
+    _print_materializations(result)
     if not result.success:
         for line in failure_messages(result):
             print(f"FAILED {line}", file=sys.stderr)
         return 1
-    _print_materializations(result)
+    videos = _metadata_value(result, "evaluation_renders", "videos") or []
     print(f"demo finished in {time.time() - started:.0f} s")
+    for video in videos:
+        print(f"talking head: {video}")
     return 1 if summary.failed else 0
+
+
+def _metadata_value(result, asset: str, key: str):
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset and key in materialization.metadata:
+            return materialization.metadata[key].value
+    return None
+
+
+def _animate(args: argparse.Namespace) -> int:
+    from models.audio_encoder import AudioEncoderLoadError
+    from models.checkpoint import CheckpointError
+    from ops.animate import AnimationError, animate_audio
+    from ops.audio_cleaning import AudioError
+    from pipelines import settings
+
+    checkpoint = args.checkpoint or settings.store_root() / "checkpoints" / "facetalk_model" / "model.ckpt"
+    identity = None
+    if args.identity:
+        import numpy as np
+
+        identity = np.load(args.identity, allow_pickle=False)
+    try:
+        result = animate_audio(
+            args.audio, checkpoint, args.out,
+            encoder_path=args.encoder or settings.audio_encoder_path(),
+            identity_code=identity, head=args.head, nphm_checkpoint=args.nphm_checkpoint,
+            flame_template=args.flame_template, resolution=args.resolution, steps=args.steps,
+            guidance=args.guidance, seed=args.seed, device=args.device, video_size=args.size,
+            write_meshes=args.meshes, write_codes=not args.no_codes, max_duration_s=args.max_seconds,
+            progress=print,
+        )  # fmt: skip
+    except (AudioError, CheckpointError, AudioEncoderLoadError, AnimationError) as error:
+        print(f"facetalk animate: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {result.video} ({result.n_frames} frames at {result.fps:g} fps, {result.audio_duration_s:.2f} s of audio)")
+    if result.codes:
+        print(f"expression codes: {result.codes}")
+    if result.meshes_dir:
+        print(f"meshes: {result.meshes_dir}")
+    return 0
 
 
 def _load_run_config(path: str | None) -> dict | None:
@@ -139,6 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--sequence", action="append", help="only this sequence key (repeatable)")
         if name == "segments":
             command.add_argument("-c", "--config", help="run config YAML, e.g. configs/training_segments.yaml")
+    animate = commands.add_parser("animate", help="any speech audio -> talking-head MP4 with the audio")
+    animate.add_argument("audio", help="any audio (or video) file ffmpeg reads")
+    animate.add_argument("-o", "--out", required=True, help="output .mp4 (codes go to OUT.npz)")
+    animate.add_argument(
+        "-m", "--checkpoint", help="trained motion model (default: the store's checkpoints/facetalk_model/model.ckpt)"
+    )
+    animate.add_argument("--encoder", help="Wav2Vec2 weights the model was trained with (default: $FACETALK_AUDIO_ENCODER)")
+    animate.add_argument("--identity", help=".npy identity code [1344] (default: zeros, the mean head)")
+    animate.add_argument("--head", choices=["analytic", "nphm"], default="analytic")
+    animate.add_argument("--nphm-checkpoint", help="NPHM weights (required with --head nphm)")
+    animate.add_argument("--flame-template", help="template .ply for FLAME-variant checkpoints")
+    animate.add_argument("--resolution", type=int, default=64, help="marching-cubes grid per axis (64 preview, 256 final)")
+    animate.add_argument("--steps", type=int, default=50, help="DDIM sampling steps")
+    animate.add_argument("--guidance", type=float, help="classifier-free guidance weight (default: the model's)")
+    animate.add_argument("--seed", type=int, default=0)
+    animate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    animate.add_argument("--size", type=int, default=512, help="video width and height in pixels")
+    animate.add_argument("--meshes", action="store_true", help="also write OUT_meshes/frame_NNNNN.ply")
+    animate.add_argument("--no-codes", action="store_true", help="do not write OUT.npz")
+    animate.add_argument("--max-seconds", type=float, default=600, help="refuse longer audio")
+    animate.set_defaults(run=_animate)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from pipelines.assets.evaluation import evaluation_metrics, evaluation_renders
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
 from pipelines.assets.training import facetalk_model, flame_model
@@ -12,7 +13,14 @@ from pipelines.resources import default_resources
 from pipelines.retraining import retrain_on_new_data, retrain_schedule
 from pipelines.sensors import sequence_folder_sensor
 
-all_assets = [*per_sequence_assets, training_segments, facetalk_model, flame_model]
+all_assets = [
+    *per_sequence_assets,
+    training_segments,
+    facetalk_model,
+    flame_model,
+    evaluation_metrics,
+    evaluation_renders,
+]
 
 defs = Definitions(
     assets=all_assets,

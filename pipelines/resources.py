@@ -1,6 +1,7 @@
 """Resources: where the dataset, the stores and the audio-encoder weights are."""
 
 
+import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -8,6 +9,7 @@ from dagster import ConfigurableResource
 from ops.sequence_ingest import EncoderSource
 from pipelines import settings
 from storage.layout import DatasetScan, SequenceFolder, scan_dataset, sequence_folder
+from storage.location import StorePath, store_path
 from storage.sequence_store import SequenceStore
 
 
@@ -28,13 +30,16 @@ class DatasetResource(ConfigurableResource):
 
 
 class StoreResource(ConfigurableResource):
-    """The store root: per-sequence Zarr groups, segment stores, checkpoints, renders, metrics."""
+    """The store root: per-sequence Zarr groups, segment stores, checkpoints, renders, metrics.
+
+    A local path, or an fsspec URL such as `s3://bucket/prefix` (options from the environment,
+    see `storage.location`)."""
 
     root: str
 
     @property
-    def path(self) -> Path:
-        return Path(self.root).expanduser()
+    def path(self) -> StorePath:
+        return store_path(self.root)
 
     def sequences(self) -> SequenceStore:
         return SequenceStore(self.path)
@@ -72,7 +77,8 @@ def default_resources() -> dict:
     encoder = settings.audio_encoder_path()
     return {
         "dataset": DatasetResource(root=str(settings.data_root())),
-        "store": StoreResource(root=str(settings.store_root())),
+        # Taken as written when it is a URL: Path() would fold `s3://` into `s3:/`.
+        "store": StoreResource(root=os.environ.get("FACETALK_STORE") or str(settings.store_root())),
         "audio_encoder": AudioEncoderResource(
             path=str(encoder), create_demo_if_missing=encoder == settings.default_encoder_path()
         ),

@@ -94,8 +94,25 @@ def _statuses(result: ExecuteInProcessResult) -> str:
 def materialize_segments(instance: DagsterInstance, resources: dict, run_config: dict | None = None) -> ExecuteInProcessResult:
     from pipelines.assets.segments import training_segments
 
+    return materialize_assets([training_segments], instance, resources, run_config)
+
+
+def materialize_retrain(instance: DagsterInstance, resources: dict, run_config: dict | None = None) -> ExecuteInProcessResult:
+    """training_segments -> both models -> evaluation, in one run (what the `retrain` job selects)."""
+    from pipelines.definitions import all_assets
+
+    selected = [a for a in all_assets if a.key.to_user_string() in RETRAIN_ASSETS]
+    return materialize_assets(selected, instance, resources, run_config)
+
+
+RETRAIN_ASSETS = ("training_segments", "facetalk_model", "flame_model", "evaluation_metrics", "evaluation_renders")
+
+
+def materialize_assets(
+    assets: list, instance: DagsterInstance, resources: dict, run_config: dict | None = None
+) -> ExecuteInProcessResult:
     return materialize(
-        [training_segments],
+        assets,
         instance=instance,
         resources=resources,
         run_config=run_config,
