@@ -1,0 +1,270 @@
+"""Train the motion diffusion model on a segment store: `train(...)` or `python -m models.train`.
+
+Layout of `out_dir`:
+    runs/<stamp>/checkpoints/{last,best}.ckpt   one fresh directory per call (a crash leaves others alone)
+    runs/<stamp>/logs/                          CSV (and TensorBoard, when installed) metrics
+    runs/<stamp>/history.json, result.json     loss curves; result.json marks a finished run
+    model.ckpt, training_result.json            the published model: replaced only when a run succeeds
+
+`resume=True` continues from the newest `last.ckpt` under runs/ (finished or crashed), so the
+global step, optimiser and EMA carry on; a checkpoint from a config with different shapes is
+refused with the differing fields named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.checkpoint import (
+    IncompatibleCheckpointError,
+    check_compatible,
+    read_checkpoint,
+)
+from models.config import ExperimentConfig, as_config, save_config
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.ckpt"
+RESULT_FILE = "training_result.json"
+
+
+@dataclass
+class TrainResult:
+    best_val_loss: float | None
+    last_val_loss: float | None
+    steps: int
+    wall_time_s: float
+    segments_per_s: float
+    device: str
+    precision: str
+    run_dir: str
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    model_checkpoint: str  # the published copy of the best checkpoint
+    resumed_from: str | None
+    n_train_segments: int
+    n_val_segments: int
+    loss_history: dict[str, list[list[float]]] = field(default_factory=dict)  # {"train"|"val": [[step, loss], ...]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    candidates = list((Path(out_dir) / "runs").glob("*/checkpoints/last.ckpt"))
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _atomic_write_json(data: dict[str, Any], dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, dst)
+
+
+def _make_history_callback(config: ExperimentConfig, history_path: Path, previous: dict[str, list], say: Callable[[str], None]):
+    import lightning as L
+
+    class LossHistory(L.Callback):
+        """Loss curves for plotting plus a log line every `log_every` steps (for non-TTY runs)."""
+
+        def __init__(self) -> None:
+            self.history = {"train": list(previous.get("train", [])), "val": list(previous.get("val", []))}
+            self._t0 = time.perf_counter()
+            self._step0: int | None = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step
+            if self._step0 is None:
+                self._step0 = step - 1
+            if step % config.train.log_every and step != trainer.max_steps:
+                return
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            value = float(loss.detach().float().cpu())
+            self.history["train"].append([step, value])
+            rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
+            say(f"step {step}/{trainer.max_steps}  train_loss {value:.4f}  {rate:.2f} steps/s")
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+                return
+            value = float(trainer.callback_metrics["val_loss"].cpu())
+            self.history["val"].append([trainer.global_step, value])
+            say(f"step {trainer.global_step}/{trainer.max_steps}  val_loss {value:.4f}")
+            _atomic_write_json(self.history, history_path)
+
+    return LossHistory()
+
+
+def train(
+    config: ExperimentConfig | str | Path,
+    segments_dir: str | Path,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or continue training) and publish the best checkpoint as `out_dir/model.ckpt`."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from models.data import SegmentDataModule
+    from models.lightning_module import MotionDiffusionModule
+
+    say = progress or log.info
+    config = as_config(config)
+    out_dir = Path(out_dir)
+    t = config.train
+
+    data = SegmentDataModule(segments_dir, config)
+    summary = data.prepare()  # raises SegmentStoreError on an empty/small/mismatched store
+    say(f"segments: {summary.n_train} train, {summary.n_val} val, {summary.segment_frames} frames each ({summary.path})")
+
+    resume_from = latest_checkpoint(out_dir) if resume else None
+    previous_history: dict[str, list] = {}
+    resumed_step = 0
+    if resume_from is not None:
+        ckpt = read_checkpoint(resume_from)
+        try:
+            check_compatible(ckpt, config, resume_from)
+        except IncompatibleCheckpointError as err:
+            raise IncompatibleCheckpointError(f"{err}. To train a new model here, pass resume=False (--no-resume).") from err
+        resumed_step = int(ckpt.get("global_step", 0))
+        history_file = resume_from.parent.parent / "history.json"
+        if history_file.is_file():
+            previous_history = {k: [p for p in v if p[0] <= resumed_step] for k, v in json.loads(history_file.read_text()).items()}
+        say(f"resuming from {resume_from} at step {resumed_step}")
+        del ckpt
+
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    meta = {"fps": summary.fps, "segment_frames": summary.segment_frames, "n_vertices": data.n_vertices}
+    module = MotionDiffusionModule(config.to_dict(), meta)
+    module.set_data_statistics(data.mean, data.std, data.basis)
+
+    run_dir = out_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    save_config(config, run_dir / "config.yaml")
+    checkpointing = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
+        save_top_k=1, save_last=True, save_on_train_epoch_end=False, enable_version_counter=False,
+    )
+    history = _make_history_callback(config, run_dir / "history.json", previous_history, say)
+    loggers = [CSVLogger(run_dir / "logs", name="csv", version=0)]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0))
+    precision = resolve_precision(t.precision, t.accelerator)
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        precision=precision,
+        max_steps=t.max_steps,
+        val_check_interval=min(t.val_every, t.max_steps),
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches,
+        num_sanity_val_steps=0,
+        gradient_clip_val=t.grad_clip or None,
+        log_every_n_steps=t.log_every,
+        callbacks=[checkpointing, history],
+        logger=loggers,
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    say(f"training on {trainer.strategy.root_device} with precision {precision}, run dir {run_dir}")
+    threads_before = torch.get_num_threads()
+    if t.cpu_threads and trainer.strategy.root_device.type == "cpu":
+        torch.set_num_threads(t.cpu_threads)
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # Expected here: resuming writes into a fresh run dir; tiny stores have short epochs.
+            warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+    finally:
+        torch.set_num_threads(threads_before)
+    wall = time.perf_counter() - t0
+    if trainer.interrupted:
+        raise RuntimeError(f"training interrupted at step {trainer.global_step}; resume from {run_dir / 'checkpoints' / 'last.ckpt'}")
+
+    best = Path(checkpointing.best_model_path) if checkpointing.best_model_path else None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last if last.is_file() else None
+    publish_source = best or last or resume_from
+    if publish_source is None:
+        raise RuntimeError(f"training produced no checkpoint in {run_dir} (max_steps {t.max_steps}, val_every {t.val_every})")
+    val = history.history["val"]
+    steps_run = trainer.global_step - resumed_step
+    result = TrainResult(
+        best_val_loss=float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else (min(v for _, v in val) if val else None),
+        last_val_loss=val[-1][1] if val else None,
+        steps=trainer.global_step,
+        wall_time_s=wall,
+        segments_per_s=steps_run * t.batch_size / wall if wall > 0 else 0.0,
+        device=str(trainer.strategy.root_device),
+        precision=precision,
+        run_dir=str(run_dir),
+        best_checkpoint=str(best) if best else None,
+        last_checkpoint=str(last) if last else None,
+        model_checkpoint=str(out_dir / MODEL_FILE),
+        resumed_from=str(resume_from) if resume_from else None,
+        n_train_segments=summary.n_train,
+        n_val_segments=summary.n_val,
+        loss_history=history.history,
+    )
+    _atomic_write_json(history.history, run_dir / "history.json")
+    _atomic_write_json(result.to_dict(), run_dir / "result.json")
+    # Publish last, and only now: until here a previous model.ckpt stays as it was.
+    _atomic_copy(publish_source, out_dir / MODEL_FILE)
+    _atomic_write_json(result.to_dict(), out_dir / RESULT_FILE)
+    say(f"done: {result.steps} steps in {wall:.1f} s, best val_loss {result.best_val_loss}, published {out_dir / MODEL_FILE}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.train", description="Train the FaceTalk motion diffusion model.")
+    parser.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/nphm.yaml")
+    parser.add_argument("--segments", required=True, help="segment store directory (segments.zarr + manifest.parquet)")
+    parser.add_argument("--out", required=True, help="output directory (runs/, model.ckpt)")
+    parser.add_argument("--no-resume", action="store_true", help="start from scratch even if out/runs has a checkpoint")
+    parser.add_argument("--max-steps", type=int, help="override train.max_steps")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    config = as_config(args.config)
+    if args.max_steps:
+        config = config.replace(train={"max_steps": args.max_steps})
+    result = train(config, args.segments, args.out, resume=not args.no_resume)
+    summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
