@@ -10,7 +10,7 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_VARIANT ?= cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_VARIANT)
-APT_PACKAGES := ffmpeg sox espeak-ng libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 python3-venv
+APT_PACKAGES := ffmpeg sox espeak-ng libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 python3-venv chromium
 PORT ?= 3000
 BIN := $(VENV)/bin
 export FACETALK_HOME ?= $(CURDIR)/var
@@ -24,6 +24,7 @@ install: system-deps $(VENV)/.installed
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="yes"; \
+	command -v chromium >/dev/null || missing="yes"; \
 	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="yes"; \
 	[ -e /usr/lib/x86_64-linux-gnu/libEGL_mesa.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libEGL_mesa.so.0 ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \

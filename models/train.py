@@ -152,16 +152,20 @@ def train(
     resumed_step = 0
     if resume_from is not None:
         ckpt = read_checkpoint(resume_from)
-        try:
+        try:  # an output directory holds one architecture, finished or not
             check_compatible(ckpt, config, resume_from)
         except IncompatibleCheckpointError as err:
             raise IncompatibleCheckpointError(f"{err}. To train a new model here, pass resume=False (--no-resume).") from err
         resumed_step = int(ckpt.get("global_step", 0))
+        if resumed_step >= t.max_steps:
+            # That run finished: a retrain (new data, same config) starts over rather than doing nothing.
+            say(f"{resume_from} already reached step {resumed_step} >= max_steps {t.max_steps}; starting a new run")
+            resume_from, resumed_step = None, 0
+    if resume_from is not None:
         history_file = resume_from.parent.parent / "history.json"
         if history_file.is_file():
             previous_history = {k: [p for p in v if p[0] <= resumed_step] for k, v in json.loads(history_file.read_text()).items()}
         say(f"resuming from {resume_from} at step {resumed_step}")
-        del ckpt
 
     L.seed_everything(t.seed, workers=True, verbose=False)
     meta = {"fps": summary.fps, "segment_frames": summary.segment_frames, "n_vertices": data.n_vertices}

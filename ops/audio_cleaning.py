@@ -10,6 +10,8 @@ Cleaning, in order (each step's reason is next to it in `clean_audio`):
   under 0.4 s) -> look-ahead peak limiter so no sample exceeds the ceiling (-1 dBFS by default).
 
 Every refusal is an `AudioError` (a ValueError) whose message starts with the file it concerns.
+Library errors are folded into that message and not chained (`from None`): reports that show the
+innermost cause (Dagster failure summaries) would otherwise show "ffprobe error" and not the file.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def _decode_with_soundfile(path: Path, info, max_duration_s: float | None) -> tu
     try:
         waveform, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as error:
-        raise AudioError(f"{path}: corrupt {info.format} audio, decoding failed: {error}") from error
+        raise AudioError(f"{path}: corrupt {info.format} audio, decoding failed: {error}") from None
     if waveform.shape[0] < info.frames:
         raise AudioError(
             f"{path}: truncated or corrupt {info.format} audio: decoded {waveform.shape[0]} of "
@@ -169,7 +171,7 @@ def _decode_with_ffmpeg(path: Path, max_duration_s: float | None, sndfile_error:
     except FFmpegUnavailableError as error:
         raise AudioError(
             f"{path}: libsndfile cannot read it ({sndfile_error}) and ffmpeg is unavailable to try: {error}"
-        ) from error
+        ) from None
     import ffmpeg
 
     # `file:` stops ffmpeg reading a name like "http://..." or "concat:..." as a protocol.
@@ -180,7 +182,7 @@ def _decode_with_ffmpeg(path: Path, max_duration_s: float | None, sndfile_error:
         raise AudioError(
             f"{path}: not an audio file, or corrupt: neither libsndfile ({sndfile_error}) nor ffmpeg "
             f"({_last_line(error.stderr)}) can read it"
-        ) from error
+        ) from None
     streams = [stream for stream in probe.get("streams", []) if stream.get("codec_type") == "audio"]
     if not streams:
         container = probe.get("format", {}).get("format_name", "an unknown format")
@@ -200,7 +202,7 @@ def _decode_with_ffmpeg(path: Path, max_duration_s: float | None, sndfile_error:
         )
     except ffmpeg.Error as error:
         message = _last_line(error.stderr)
-        raise AudioError(f"{path}: corrupt audio, ffmpeg failed to decode it: {message}") from error
+        raise AudioError(f"{path}: corrupt audio, ffmpeg failed to decode it: {message}") from None
     waveform = np.frombuffer(pcm, dtype="<f4").astype(np.float32).reshape(-1, channels)
 
     decoded_s = waveform.shape[0] / rate

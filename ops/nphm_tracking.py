@@ -290,6 +290,9 @@ _LOCAL_NAME_EXTRA = struct.Struct("<HH")  # name and extra-field lengths at offs
 _CENTRAL_HEADER = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46 bytes
 _END_RECORD = struct.Struct("<4sHHHHIIH")  # 22 bytes
 _NPY_MAGIC = b"\x93NUMPY"
+# A frame's codes are kilobytes. Members are inflated at most this far, so a small file that
+# inflates to gigabytes (a zip bomb) or declares a huge array fails on its own, not by OOM-kill.
+MAX_MEMBER_BYTES = 64 << 20
 
 
 class _Npz:
@@ -319,7 +322,12 @@ class _Npz:
         with self._zip() as archive:
             try:
                 with archive.open(key + ".npy") as member:
-                    return np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False)
+                    data = member.read(MAX_MEMBER_BYTES + 1)
+                if len(data) > MAX_MEMBER_BYTES:
+                    raise TrackingError(self.path, f"{key!r} inflates to more than {MAX_MEMBER_BYTES} bytes; not a frame's code")
+                return _read_npy(self.path, key, data)
+            except TrackingError:
+                raise
             except ValueError as error:
                 if "allow_pickle" in str(error) or "Object arrays" in str(error):
                     raise TrackingError(self.path, f"{key!r} is an object array (pickled); not allowed") from None
@@ -332,6 +340,21 @@ class _Npz:
             return zipfile.ZipFile(io.BytesIO(self.data))
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
             raise TrackingError(self.path, f"not a readable npz/zip file ({error})") from None
+
+
+def _read_npy(path: Path, key: str, data: bytes) -> np.ndarray:
+    """An .npy member whose header is checked against its size before numpy allocates the array."""
+    buffer = io.BytesIO(data)
+    version = np.lib.format.read_magic(buffer)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(buffer)
+    if not dtype.hasobject:  # object arrays: read_array(allow_pickle=False) refuses them below
+        needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        held = len(data) - buffer.tell()
+        if needed != held:
+            raise TrackingError(path, f"{key!r} declares shape {shape} ({needed} bytes) but holds {held} bytes")
+    buffer.seek(0)
+    return np.lib.format.read_array(buffer, allow_pickle=False)
 
 
 def _open_npz(path: Path) -> _Npz:
@@ -379,9 +402,11 @@ def _fast_member(data: bytes, member: tuple[int, int, int, int, int] | None) -> 
     raw = memoryview(data)[start : start + packed]  # a view: stored members are not copied
     if len(raw) != packed:
         return None
+    if unpacked > MAX_MEMBER_BYTES:
+        return None  # the fallback refuses it with a message
     if method == 8:
         try:
-            raw = zlib.decompress(raw, -15)
+            raw = zlib.decompressobj(-15).decompress(raw, unpacked + 1)  # bounded, whatever the stream holds
         except zlib.error:
             return None
     if len(raw) != unpacked or zlib.crc32(raw) != crc:

@@ -81,7 +81,8 @@ def load_pickled_arrays(path: str | Path) -> Any:
             raise
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as error:
             # the stock unpickler reports truncation and garbage with several exception types
-            raise PickleFormatError(f"{path}: not a readable pickle (truncated or corrupt): {error}") from error
+            # from None: the message already holds the cause, and reports show the innermost error
+            raise PickleFormatError(f"{path}: not a readable pickle (truncated or corrupt): {error}") from None
 
 
 def load_numpy_pickle(path: str | Path) -> np.ndarray:

@@ -65,3 +65,9 @@ def test_failed_training_keeps_previous_model(ingested, tmp_path):
     assert ok.success and not failed.success
     assert "fewer than one batch" in " ".join(failure_messages(failed))
     assert checkpoint.read_bytes() == before
+
+    # A retrain after a finished run trains a new model instead of resuming at max_steps.
+    again = materialize([facetalk_model], resources=resources, instance=instance, run_config={"ops": {"facetalk_model": {"config": TRAIN}}})
+    meta = _meta(again, "facetalk_model")
+    assert meta["steps"] == 12 and meta["resumed_from"] == ""
+    assert checkpoint.read_bytes() != before

@@ -30,6 +30,7 @@ class TrainingConfig(Config):
     max_steps: int = 0  # 0: the config's
     batch_size: int = 0  # 0: the config's
     accelerator: str = "auto"  # "auto" picks the GPU when present
+    resume: bool = True  # continue an interrupted run; False starts a new model (e.g. after a config change)
 
 
 def _train(context: AssetExecutionContext, config: TrainingConfig, store: StoreResource, name: str) -> MaterializeResult:
@@ -54,7 +55,7 @@ def _train(context: AssetExecutionContext, config: TrainingConfig, store: StoreR
         context.log.info(f"audio features are {audio_dim}-d in {segments_dir}; model.audio_dim set to match")
     experiment = experiment.replace(train=train_overrides, model={"audio_dim": audio_dim})
     out_dir = store.path / "checkpoints" / name
-    result = train(experiment, segments_dir, out_dir, progress=context.log.info)
+    result = train(experiment, segments_dir, out_dir, resume=config.resume, progress=context.log.info)
     plot = loss_curve_png(result.loss_history, out_dir / "loss_curve.png", title=f"{name}: loss")
     return MaterializeResult(
         metadata={
