@@ -43,9 +43,14 @@ def _instance():
 
     from pipelines.settings import ensure_dagster_home
 
+    from pipelines.runner import fail_orphaned_runs
+
     home = ensure_dagster_home()
     print(f"Dagster instance: {home} (open the UI with `make ui` to see these runs)")
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    for run_id in fail_orphaned_runs(instance):
+        print(f"marked run {run_id} failed: the process that ran it was killed")
+    return instance
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
         print(f"facetalk {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -3,11 +3,17 @@
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+import os
+from pathlib import Path
+
+from dagster import DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
 
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.partitions import sequences_partitions
 from storage.layout import scan_dataset, validate_sequence_key
+
+
+LAUNCHED_BY, CLI, PID_TAG = "facetalk/launched_by", "facetalk", "facetalk/pid"
 
 
 @dataclass
@@ -18,15 +24,50 @@ class IngestSummary:
 
 
 def failure_messages(result: ExecuteInProcessResult) -> list[str]:
-    """`asset: message` for each failed step, with the innermost cause (our own error text)."""
+    """`asset: message` for each failed step: the first error below Dagster's own wrappers (ours)."""
     messages = []
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
-        while error is not None and error.cause is not None:
+        while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
             error = error.cause
         text = (error.message if error is not None else "unknown error").strip()
         messages.append(f"{event.step_key}: {text.splitlines()[-1] if text else text}")
     return messages
+
+
+def require_writable_store(root) -> None:
+    """Fail before any work when the store root cannot be written, instead of once per asset."""
+    root = Path(root)
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NotADirectoryError(f"store root {str(root)!r}: {str(existing)!r} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"store root {str(root)!r}: {str(existing)!r} is not writable")
+
+
+def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark runs a killed `facetalk` process left STARTED as failed, so the UI does not show them running."""
+    orphaned = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={LAUNCHED_BY: CLI})):
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, message=f"the facetalk process (pid {pid}) that ran it is gone")
+            orphaned.append(run.run_id)
+    return orphaned
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cli_tags() -> dict[str, str]:
+    return {LAUNCHED_BY: CLI, PID_TAG: str(os.getpid())}
 
 
 def register_sequences(instance: DagsterInstance, keys: list[str]) -> list[str]:
@@ -47,6 +88,7 @@ def ingest_sequences(
 ) -> IngestSummary:
     """Register every sequence folder as a partition and materialize its per-sequence assets, one run each."""
     scan = scan_dataset(data_root)
+    require_writable_store(resources["store"].path)
     summary = IngestSummary(rejected=scan.rejected)
     for name, reason in scan.rejected:
         progress(f"skipped folder: {reason}")
@@ -67,7 +109,7 @@ def ingest_sequences(
             instance=instance,
             resources=resources,
             raise_on_error=False,
-            tags={"facetalk/launched_by": "facetalk ingest"},
+            tags=cli_tags(),
         )
         statuses = _statuses(result)
         if result.success:
@@ -117,5 +159,5 @@ def materialize_assets(
         resources=resources,
         run_config=run_config,
         raise_on_error=False,
-        tags={"facetalk/launched_by": "facetalk"},
+        tags=cli_tags(),
     )

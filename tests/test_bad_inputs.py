@@ -335,18 +335,14 @@ def test_store_root_that_is_a_file_fails_clearly(tmp_path, tiny_encoder_dir):
         "store": StoreResource(root=str(store_file)),
         "audio_encoder": AudioEncoderResource(path=str(tiny_encoder_dir)),
     }
-    summary = ingest_sequences(DagsterInstance.ephemeral(), resources, data, progress=lambda line: None)
-    assert summary.succeeded == []
-    messages = summary.failed[GOOD[0]]
-    assert messages and all(str(store_file) in m and "Not a directory" in m for m in messages), messages
+    instance = DagsterInstance.ephemeral()
+    with pytest.raises(NotADirectoryError, match="is not a directory") as raised:
+        ingest_sequences(instance, resources, data, progress=lambda line: None)
+    assert str(store_file) in str(raised.value)
+    assert instance.get_runs() == []  # refused before any work
     assert store_file.read_text() == "a file where the store root should be"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipelines.runner.failure_messages reports the innermost cause (a JSONDecodeError) instead of "
-    "the AudioEncoderLoadError that names the weights; stop descending at the first non-Dagster error",
-)
 def test_unreadable_encoder_weights_fail_clearly(tmp_path):
     data, encoder = tmp_path / "data", tmp_path / "encoder"
     write_sequence(data, GOOD[0], N_FRAMES, nphm_meshes=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus
 
 from storage.segments import CURRENT, MANIFEST, SegmentReader, current_segments_dir, segments_root
 from storage.sequence_store import COMPONENTS, FINGERPRINT_ATTR, SequenceStore
@@ -313,6 +314,10 @@ def test_ingest_killed_at_several_points_then_rerun_completes(setup: Setup):
     final = published_components(store, setup.reference)
     assert final == published_components(setup.reference, None)
     assert leftovers(store) == []
+    # The killed runs are not left "running" in the UI: the next `facetalk` call marked them failed.
+    runs = DagsterInstance.from_config(str(home)).get_runs()
+    assert [r.status for r in runs].count(DagsterRunStatus.FAILURE) >= 3
+    assert DagsterRunStatus.STARTED not in [r.status for r in runs]
 
 
 def test_component_replacement_killed_between_renames_keeps_the_old_one(setup: Setup):
