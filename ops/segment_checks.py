@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from ops.validation import CheckOutcome
+from storage.location import StorePath
 from storage.segments import SegmentReader
 
 _BATCH = 256
 
 
-def check_segment_store(path: Path, segment_frames: int, motion_dim: int = 200) -> list[CheckOutcome]:
+def check_segment_store(path: StorePath, segment_frames: int, motion_dim: int = 200) -> list[CheckOutcome]:
     reader = SegmentReader(path)
     non_finite: dict[str, int] = {}
     for field in reader.fields:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from storage.fingerprint import hash_values
 from storage.layout import identity_of
+from storage.location import StorePath
 from storage.segments import FieldSpec, SegmentReader, publish_current, segments_root, write_segment_store
 from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
 
@@ -31,7 +31,7 @@ class SegmentingConfig:
 
 @dataclass
 class SegmentsResult:
-    path: Path
+    path: StorePath  # a local directory or an object-store prefix
     version: str
     status: str  # "materialized" | "cached"
     n_segments: int
@@ -236,7 +236,7 @@ def build_training_segments(
     return result
 
 
-def _is_complete(path: Path, n_segments: int) -> bool:
+def _is_complete(path: StorePath, n_segments: int) -> bool:
     try:
         return len(SegmentReader(path)) == n_segments
     except (ValueError, OSError):

@@ -19,6 +19,7 @@ from ops.frame_files import list_frames
 from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
 from storage.fingerprint import hash_files, hash_tree, hash_values
 from storage.layout import SequenceFolder
+from storage.location import StorePath
 from storage.safe_pickle import PickleFormatError, UnsafePickleError, load_numpy_pickle
 from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
 
@@ -37,7 +38,7 @@ class IngestOutcome:
     """What one per-sequence step did, in the words its asset reports."""
 
     status: str  # "materialized" | "cached" | "absent"
-    path: Path | None
+    path: StorePath | None
     metadata: dict[str, Any] = field(default_factory=dict)
     checks: list[CheckOutcome] = field(default_factory=list)
 

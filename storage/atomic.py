@@ -1,9 +1,17 @@
 """Publish a directory under its final name only once it is complete.
 
-Writers fill a hidden temporary sibling (`.<name>.tmp-<id>`), then rename it into place.
-Replacing an existing directory moves the old one aside (`.<name>.old-<id>`) first; the
-window in which neither exists is two renames long, and `recover_interrupted` puts the
-old one back if a run was killed inside it. Readers never see a half-written directory.
+Local stores: writers fill a hidden temporary sibling (`.<name>.tmp-<id>`), then rename it into
+place. Replacing an existing directory moves the old one aside (`.<name>.old-<id>`) first; the
+window in which neither exists is two renames long, and `recover_interrupted` puts the old one
+back if a run was killed inside it.
+
+Object stores have no rename: the writer deletes the completion marker (`.<name>.complete`,
+beside the prefix) and the old objects, writes under the final prefix, and writes the marker
+last. Readers ask `is_published`, which on an object store means "the marker exists"; objects
+a killed writer left behind are invisible to them and removed by the next write. Unlike the
+local case, the previous version is gone as soon as a replacement starts.
+
+Either way, readers never see a half-written directory.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from storage.location import StorePath, is_remote, remove_tree, store_path
+
 try:
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 except OSError:  # not glibc: fall back to os.sync()
@@ -24,6 +34,7 @@ except OSError:  # not glibc: fall back to os.sync()
 
 _TMP = ".tmp-"
 _OLD = ".old-"
+_COMPLETE = ".complete"
 
 
 def _siblings(final: Path, marker: str) -> list[Path]:
@@ -34,8 +45,25 @@ def _siblings(final: Path, marker: str) -> list[Path]:
     return [p for p in parent.iterdir() if p.name.startswith(prefix)]
 
 
-def recover_interrupted(final: Path) -> None:
-    """Undo what a killed writer left beside `final`: drop temporaries, restore a moved-aside original."""
+def completion_marker(final: StorePath) -> StorePath:
+    """The object whose presence says that `final` on an object store is complete."""
+    return final.parent / f".{final.name}{_COMPLETE}"
+
+
+def is_published(final: StorePath, *contents: str) -> bool:
+    """Whether readers may use `final`: locally, it holds `contents` (it appeared whole, by rename);
+    on an object store, its completion marker exists."""
+    if is_remote(final):
+        return completion_marker(final).exists()
+    return all((final / name).is_file() for name in contents)
+
+
+def recover_interrupted(final: StorePath) -> None:
+    """Undo what a killed writer left beside `final`: drop temporaries, restore a moved-aside original.
+
+    Nothing to do on an object store: no renames there, and the marker rules out leftovers."""
+    if is_remote(final):
+        return
     for tmp in _siblings(final, _TMP):
         shutil.rmtree(tmp, ignore_errors=True)
     olds = _siblings(final, _OLD)
@@ -48,9 +76,13 @@ def recover_interrupted(final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces `final` when the block exits cleanly."""
-    final = Path(final)
+def atomic_directory(final: StorePath) -> Iterator[StorePath]:
+    """Yield an empty directory whose content replaces `final` when the block exits cleanly."""
+    final = store_path(final)
+    if is_remote(final):
+        with _published_by_marker(final) as target:
+            yield target
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(final)
     token = uuid.uuid4().hex[:12]
@@ -72,10 +104,29 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _published_by_marker(final: StorePath) -> Iterator[StorePath]:
+    marker = completion_marker(final)
+    marker.unlink(missing_ok=True)  # readers stop trusting the old objects before any change
+    remove_tree(final)
+    try:
+        yield final
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the missing marker already hides them
+            remove_tree(final)
+        raise
+    marker.write_bytes(b"complete\n")
+
+
+def atomic_write_bytes(path: StorePath, data: bytes) -> None:
     """Write a small file so that readers see either the old or the new content."""
-    path = Path(path)
+    path = store_path(path)
+    if is_remote(path):
+        path.write_bytes(data)  # one PUT replaces an object whole
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _siblings(path, _TMP):  # left by a writer killed before its replace
+        stale.unlink(missing_ok=True)
     tmp = path.parent / f".{path.name}{_TMP}{uuid.uuid4().hex[:12]}"
     try:
         with open(tmp, "wb") as handle:

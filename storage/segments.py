@@ -10,7 +10,8 @@
 Per-segment arrays are stored without compression, one chunk per segment, so that a reader
 can fetch a segment with one file read: zarr 3 spends ~0.5 ms of Python per chunk, which
 would cap loading far below what training needs. `SegmentReader` takes that direct path when
-the array's metadata allows it and falls back to zarr's own reader otherwise.
+the array's metadata allows it and falls back to zarr's own reader otherwise. On an object
+store the direct path fetches a batch's chunks with one concurrent `cat` of many keys.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,13 +29,15 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import BytesCodec
 
-from storage.atomic import atomic_directory, atomic_write_bytes, recover_interrupted
-from storage.zarr_io import open_group_readonly, to_json
+from storage.atomic import atomic_directory, atomic_write_bytes, is_published, recover_interrupted
+from storage.location import StorePath, is_remote, store_path
+from storage.zarr_io import open_group_readonly, to_json, zarr_store
 
 SEGMENTS_ZARR = "segments.zarr"
 MANIFEST = "manifest.parquet"
 CURRENT = "CURRENT"
 SPLITS = ("train", "val", "test")
+REMOTE_PUT_BYTES = 64 * 2**20  # chunks sent to an object store per concurrent batch
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -54,11 +56,11 @@ class SegmentStoreError(ValueError):
     """A segment store that is missing, empty or malformed."""
 
 
-def segments_root(store_root: Path) -> Path:
-    return Path(store_root) / "segments"
+def segments_root(store_root: str | StorePath) -> StorePath:
+    return store_path(store_root) / "segments"
 
 
-def current_segments_dir(store_root: Path) -> Path:
+def current_segments_dir(store_root: str | StorePath) -> StorePath:
     """The segment store the latest `training_segments` run published."""
     pointer = segments_root(store_root) / CURRENT
     if not pointer.is_file():
@@ -66,12 +68,12 @@ def current_segments_dir(store_root: Path) -> Path:
             f"no segment store under {str(segments_root(store_root))!r}: materialize `training_segments` first"
         )
     path = segments_root(store_root) / pointer.read_text().strip()
-    if not (path / MANIFEST).is_file():
+    if not is_published(path, MANIFEST):
         raise SegmentStoreError(f"segment store {str(path)!r} named by {str(pointer)!r} is missing or incomplete")
     return path
 
 
-def publish_current(store_root: Path, version: str) -> None:
+def publish_current(store_root: str | StorePath, version: str) -> None:
     atomic_write_bytes(segments_root(store_root) / CURRENT, version.encode())
 
 
@@ -86,9 +88,9 @@ class FieldSpec:
 class SegmentStoreWriter:
     """Fills a new segment store block by block; see `write_segment_store`."""
 
-    def __init__(self, group: zarr.Group, root: Path, n_segments: int, fields: dict[str, FieldSpec]):
+    def __init__(self, group: zarr.Group, root: StorePath, n_segments: int, fields: dict[str, FieldSpec]):
         self.n_segments = n_segments
-        self._roots = {name: Path(root) / name for name in fields}
+        self._roots = {name: store_path(root) / name for name in fields}
         self.arrays = {
             name: group.create_array(
                 name,
@@ -114,6 +116,9 @@ class SegmentStoreWriter:
         block = np.ascontiguousarray(block, dtype=np.dtype(array.dtype).newbyteorder("<"))
         root = self._roots[field]
         suffix = "/".join(["0"] * (array.ndim - 1))
+        if is_remote(root):
+            _put_chunks(root, start, suffix, block)
+            return
         for offset, item in enumerate(block):
             chunk_dir = root / "c" / str(start + offset)
             chunk_path = chunk_dir / suffix
@@ -125,9 +130,17 @@ class SegmentStoreWriter:
         self.group.create_array(name, data=np.ascontiguousarray(data), compressors=None)
 
 
+def _put_chunks(root: StorePath, start: int, suffix: str, block: np.ndarray) -> None:
+    """Upload one object per segment, many at a time (fsspec `pipe` sends a dict concurrently)."""
+    per_batch = max(1, REMOTE_PUT_BYTES // max(block[0].nbytes, 1)) if len(block) else 1
+    for first in range(0, len(block), per_batch):
+        items = block[first : first + per_batch]
+        root.fs.pipe({f"{root.path}/c/{start + first + i}/{suffix}": item.tobytes() for i, item in enumerate(items)})
+
+
 @contextmanager
 def write_segment_store(
-    final_dir: Path,
+    final_dir: str | StorePath,
     n_segments: int,
     fields: dict[str, FieldSpec],
     manifest: pa.Table,
@@ -136,28 +149,29 @@ def write_segment_store(
     """Create a segment store that appears under `final_dir` only once the block completes."""
     if manifest.num_rows != n_segments:
         raise SegmentStoreError(f"manifest has {manifest.num_rows} rows for {n_segments} segments")
-    with atomic_directory(Path(final_dir)) as tmp:
+    with atomic_directory(store_path(final_dir)) as tmp:
         zarr_path = tmp / SEGMENTS_ZARR
         group = zarr.open_group(
-            zarr.storage.LocalStore(str(zarr_path)),
+            zarr_store(zarr_path),
             mode="w",
             attributes=to_json({**attrs, "n_segments": n_segments}),
         )
         yield SegmentStoreWriter(group, zarr_path, n_segments, fields)
-        pq.write_table(manifest.cast(MANIFEST_SCHEMA), tmp / MANIFEST)
+        with (tmp / MANIFEST).open("wb") as handle:
+            pq.write_table(manifest.cast(MANIFEST_SCHEMA), handle)
 
 
 class SegmentReader:
     """Batched random access to a segment store. Open one per process (it holds file paths only)."""
 
-    def __init__(self, segments_dir: Path):
-        self.path = Path(segments_dir)
+    def __init__(self, segments_dir: str | StorePath):
+        self.path = store_path(segments_dir)
         recover_interrupted(self.path)
         manifest_path = self.path / MANIFEST
-        if not manifest_path.is_file() or not (self.path / SEGMENTS_ZARR / "zarr.json").is_file():
+        if not is_published(self.path, MANIFEST, f"{SEGMENTS_ZARR}/zarr.json"):
             raise SegmentStoreError(f"{str(self.path)!r} is not a complete segment store (no {MANIFEST} or {SEGMENTS_ZARR})")
         try:
-            self.manifest = pq.read_table(manifest_path)
+            self.manifest = pq.read_table(pa.BufferReader(manifest_path.read_bytes()))
         except (pa.ArrowInvalid, OSError) as error:
             raise SegmentStoreError(f"{str(manifest_path)!r}: unreadable manifest ({error})") from error
         self.group = open_group_readonly(self.path / SEGMENTS_ZARR)
@@ -203,14 +217,14 @@ class SegmentReader:
 class _DirectChunks:
     """Reads uncompressed one-segment chunks straight from their files (zarr v3 default key encoding)."""
 
-    root: Path
+    root: StorePath
     item_shape: tuple[int, ...]
     dtype: np.dtype
     n: int
     suffix: str
 
     @classmethod
-    def open(cls, root: Path, array: zarr.Array) -> _DirectChunks | None:
+    def open(cls, root: StorePath, array: zarr.Array) -> _DirectChunks | None:
         meta = json.loads((root / "zarr.json").read_text())
         codecs = meta.get("codecs", [])
         encoding = meta.get("chunk_key_encoding", {})
@@ -229,6 +243,8 @@ class _DirectChunks:
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = np.zeros((len(indices), *self.item_shape), dtype=self.dtype)
         nbytes = out[0].nbytes if len(out) else 0
+        if is_remote(self.root):
+            return self._read_remote(indices, out, nbytes)
         for row, index in enumerate(indices):
             if not 0 <= index < self.n:
                 raise IndexError(f"segment {index} out of range [0, {self.n})")
@@ -244,4 +260,22 @@ class _DirectChunks:
                 os.close(fd)
             if got != nbytes:
                 raise SegmentStoreError(f"{path}: chunk has {got} bytes, expected {nbytes} (truncated store?)")
+        return out
+
+    def _read_remote(self, indices: np.ndarray, out: np.ndarray, nbytes: int) -> np.ndarray:
+        if len(indices) and not (0 <= indices.min() and indices.max() < self.n):
+            bad = int(indices[(indices < 0) | (indices >= self.n)][0])
+            raise IndexError(f"segment {bad} out of range [0, {self.n})")
+        keys = [f"{self.root.path}/c/{index}/{self.suffix}" for index in indices]
+        fetched = self.root.fs.cat(sorted(set(keys)), on_error="return") if keys else {}
+        for row, key in enumerate(keys):
+            data = fetched[key]
+            if isinstance(data, FileNotFoundError):
+                continue  # an unwritten chunk reads as the fill value, as in zarr
+            where = f"{self.root.protocol}://{key}"
+            if isinstance(data, BaseException):
+                raise SegmentStoreError(f"{where}: cannot read chunk ({data})") from data
+            if len(data) != nbytes:
+                raise SegmentStoreError(f"{where}: chunk has {len(data)} bytes, expected {nbytes} (truncated store?)")
+            out[row] = np.frombuffer(data, dtype=self.dtype).reshape(self.item_shape)
         return out

@@ -3,21 +3,22 @@
 Each component (`audio`, `audio_features`, `nphm`, `flame`, `nphm_meshes`) is written by
 exactly one asset, whole, through `atomic_directory`, and carries in its attrs the
 fingerprint of what it was made from. A component is current when its fingerprint matches;
-the asset then skips the work and says `cached`.
+the asset then skips the work and says `cached`. The root is a local directory or an
+object-store URL (see `storage.location`); a component counts as present only once published.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from storage.atomic import atomic_directory, recover_interrupted
+from storage.atomic import atomic_directory, is_published, recover_interrupted
 from storage.layout import validate_sequence_key
-from storage.zarr_io import open_group_readonly, to_json, write_group
+from storage.location import StorePath, make_dirs, store_path
+from storage.zarr_io import open_group_readonly, to_json, write_group, zarr_store
 
 COMPONENTS = ("audio", "audio_features", "nphm", "flame", "nphm_meshes")
 FINGERPRINT_ATTR = "fingerprint"
@@ -29,40 +30,40 @@ class ComponentMissing(FileNotFoundError):
 
 @dataclass(frozen=True)
 class ComponentRecord:
-    path: Path
+    path: StorePath
     attrs: dict[str, Any]
 
 
 class SequenceStore:
     """The per-sequence Zarr groups under `<root>/sequences/`."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: str | StorePath):
+        self.root = store_path(root)
 
     @property
-    def sequences_dir(self) -> Path:
+    def sequences_dir(self) -> StorePath:
         return self.root / "sequences"
 
-    def group_path(self, key: str) -> Path:
+    def group_path(self, key: str) -> StorePath:
         return self.sequences_dir / f"{validate_sequence_key(key)}.zarr"
 
-    def component_path(self, key: str, component: str) -> Path:
+    def component_path(self, key: str, component: str) -> StorePath:
         if component not in COMPONENTS:
             raise ValueError(f"unknown sequence component {component!r}; expected one of {COMPONENTS}")
         return self.group_path(key) / component
 
-    def _ensure_group(self, key: str) -> Path:
+    def _ensure_group(self, key: str) -> StorePath:
         path = self.group_path(key)
         if not (path / "zarr.json").exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.parent)
             # mode="a" keeps components other assets wrote; the root only holds zarr.json.
-            zarr.open_group(zarr.storage.LocalStore(str(path)), mode="a", attributes={"sequence": key})
+            zarr.open_group(zarr_store(path), mode="a", attributes={"sequence": key})
         return path
 
     def write_component(
         self, key: str, component: str, arrays: dict[str, np.ndarray], attrs: dict[str, Any]
     ) -> ComponentRecord:
-        """Write a component whole; it replaces the previous one only once complete."""
+        """Write a component whole; readers see it only once complete (see `storage.atomic`)."""
         self._ensure_group(key)
         final = self.component_path(key, component)
         attrs = to_json({**attrs, "sequence": key, "component": component})
@@ -74,7 +75,7 @@ class SequenceStore:
         """The component's attrs, or None when it is absent."""
         path = self.component_path(key, component)
         recover_interrupted(path)
-        if not (path / "zarr.json").exists():
+        if not is_published(path, "zarr.json"):
             return None
         return dict(open_group_readonly(path).attrs)
 
@@ -84,7 +85,7 @@ class SequenceStore:
 
     def open_component(self, key: str, component: str) -> zarr.Group:
         path = self.component_path(key, component)
-        if not (path / "zarr.json").exists():
+        if not is_published(path, "zarr.json"):
             raise ComponentMissing(
                 f"sequence {key!r} has no {component!r} in the store {str(self.root)!r}; "
                 f"materialize it first (its asset for partition {key!r})"
@@ -102,9 +103,9 @@ class SequenceStore:
         if not self.sequences_dir.is_dir():
             return []
         keys = []
-        for entry in sorted(self.sequences_dir.iterdir()):
+        for entry in sorted(self.sequences_dir.iterdir(), key=lambda entry: entry.name):
             if entry.name.startswith(".") or entry.suffix != ".zarr":
                 continue
-            if all((entry / c / "zarr.json").exists() for c in components):
+            if all(is_published(entry / c, "zarr.json") for c in components):
                 keys.append(entry.name[: -len(".zarr")])
         return keys

@@ -1,4 +1,4 @@
-"""Small helpers over zarr 3: time-chunked arrays of about 1 MB, written whole."""
+"""Small helpers over zarr 3: time-chunked arrays of about 1 MB, written whole, on a local or remote store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 import zarr
+from upath import UPath
+from zarr.abc.store import Store
 from zarr.codecs import BloscCodec
+
+from storage.location import StorePath, is_remote
 
 TARGET_CHUNK_BYTES = 1 << 20
 
@@ -25,9 +29,16 @@ def time_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return (rows_per_chunk(shape, itemsize), *shape[1:])
 
 
-def write_group(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> zarr.Group:
+def zarr_store(path: StorePath, read_only: bool = False) -> Store:
+    """The zarr store rooted at `path`: a directory, or a prefix on an fsspec (async) filesystem."""
+    if is_remote(path):
+        return zarr.storage.FsspecStore.from_url(str(path), storage_options=dict(path.storage_options), read_only=read_only)
+    return zarr.storage.LocalStore(str(path), read_only=read_only)
+
+
+def write_group(path: StorePath, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> zarr.Group:
     """Create a zarr group at `path` holding `arrays` (chunked along axis 0) and `attrs`."""
-    group = zarr.open_group(zarr.storage.LocalStore(str(path)), mode="w", attributes=to_json(attrs))
+    group = zarr.open_group(zarr_store(path), mode="w", attributes=to_json(attrs))
     for name, data in arrays.items():
         data = np.ascontiguousarray(data)
         group.create_array(
@@ -39,8 +50,9 @@ def write_group(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]
     return group
 
 
-def open_group_readonly(path: Path) -> zarr.Group:
-    return zarr.open_group(zarr.storage.LocalStore(str(path), read_only=True), mode="r")
+def open_group_readonly(path: StorePath) -> zarr.Group:
+    # zarr_format=3: without it zarr also probes for v2 metadata, a wasted request per open on S3.
+    return zarr.open_group(zarr_store(path, read_only=True), mode="r", zarr_format=3)
 
 
 def to_json(value: Any) -> Any:
@@ -53,6 +65,6 @@ def to_json(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, Path):
+    if isinstance(value, (Path, UPath)):
         return str(value)
     return value
