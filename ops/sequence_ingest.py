@@ -8,6 +8,7 @@ read and validate, write the component whole, and describe what was written.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ import numpy as np
 from ops import audio_cleaning
 from ops.frame_files import list_frames
 from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
-from storage.fingerprint import hash_files, hash_tree, hash_values
+from storage.fingerprint import hash_files, hash_tree, hash_values, stat_signature, tree_files
 from storage.layout import SequenceFolder
 from storage.location import StorePath
 from storage.safe_pickle import PickleFormatError, UnsafePickleError, load_numpy_pickle
 from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
+
+QUICK_ATTR = "input_stats"  # the stat signature the fingerprint was made with
 
 # Bump a component's version when the code that makes it changes what it writes.
 CODE_VERSIONS = {
@@ -64,10 +67,38 @@ def _frame_files(folder: Path, suffix: str) -> list[Path]:
     return [path for _, path in list_frames(folder, suffix)]
 
 
-def _cached(store: SequenceStore, key: str, component: str, fingerprint: str) -> IngestOutcome | None:
+class InputFingerprint:
+    """What a component is made from: a cheap signature (file stats) and the content hash, on demand.
+
+    A component whose stored stat signature matches is current without reading its inputs; one
+    whose signature differs (files touched, copied) is still current if the content hash matches.
+    """
+
+    def __init__(self, quick: Callable[[], str], full: Callable[[], str]):
+        self._quick, self._full = quick, full
+
+    @classmethod
+    def of_files(cls, files: list[Path], root: Path, **settings: Any) -> InputFingerprint:
+        return cls(
+            lambda: hash_values(stats=stat_signature(files, root), **settings),
+            lambda: hash_values(inputs=hash_files(files, root), **settings),
+        )
+
+    @functools.cached_property
+    def quick(self) -> str:
+        return self._quick()
+
+    @functools.cached_property
+    def full(self) -> str:
+        return self._full()
+
+
+def _cached(store: SequenceStore, key: str, component: str, fingerprint: InputFingerprint) -> IngestOutcome | None:
     """The stored component's outcome (its summary and the checks it passed) if it is current."""
     attrs = store.attrs(key, component)
-    if attrs is None or attrs.get(FINGERPRINT_ATTR) != fingerprint:
+    if attrs is None:
+        return None
+    if attrs.get(QUICK_ATTR) != fingerprint.quick and attrs.get(FINGERPRINT_ATTR) != fingerprint.full:
         return None
     metadata = {k: v for k, v in attrs.items() if k in attrs.get("summary_keys", [])}
     checks = [CheckOutcome(**c) for c in attrs.get("checks", [])]
@@ -75,11 +106,18 @@ def _cached(store: SequenceStore, key: str, component: str, fingerprint: str) ->
 
 
 def _write(
-    store: SequenceStore, key: str, component: str, arrays: dict, fingerprint: str, summary: dict, checks: list[CheckOutcome]
+    store: SequenceStore,
+    key: str,
+    component: str,
+    arrays: dict,
+    fingerprint: InputFingerprint,
+    summary: dict,
+    checks: list[CheckOutcome],
 ) -> IngestOutcome:
     attrs = {
         **summary,
-        FINGERPRINT_ATTR: fingerprint,
+        FINGERPRINT_ATTR: fingerprint.full,
+        QUICK_ATTR: fingerprint.quick,
         "code_version": CODE_VERSIONS[component],
         "summary_keys": sorted(summary),
         "checks": [asdict(c) for c in checks],
@@ -94,7 +132,7 @@ def _write(
 def ingest_cleaned_audio(seq: SequenceFolder, store: SequenceStore, settings: AudioSettings = AudioSettings()) -> IngestOutcome:
     """Any audio file -> 16 kHz mono float32, DC removed, loudness-normalized (`<seq>.zarr/audio`)."""
     source = seq.audio_file()
-    fingerprint = hash_values(inputs=hash_files([source]), settings=settings.__dict__, code=CODE_VERSIONS["audio"])
+    fingerprint = InputFingerprint.of_files([source], seq.path, settings=settings.__dict__, code=CODE_VERSIONS["audio"])
     if cached := _cached(store, seq.key, "audio", fingerprint):
         return cached
     cleaned = audio_cleaning.clean_audio_file(
@@ -129,6 +167,10 @@ class EncoderSource:
     @functools.cached_property
     def fingerprint(self) -> str:
         return hash_tree(self.path)
+
+    @functools.cached_property
+    def stat_signature(self) -> str:
+        return stat_signature(tree_files(self.path), self.path)
 
     def describe(self) -> dict[str, Any]:
         return {"encoder_path": str(self.path), **self.encoder.describe()}  # encoder_random_weights, ...
@@ -176,12 +218,10 @@ def ingest_audio_features(
             f"({n_frames / settings.fps:.2f} s at {settings.fps} fps): {drift_s:+.2f} s apart, more than the "
             f"{settings.max_drift_s} s allowed; check that audio and tracking belong together"
         )
-    fingerprint = hash_values(
-        audio=audio_attrs[FINGERPRINT_ATTR],
-        encoder=encoder.fingerprint,
-        n_frames=n_frames,
-        settings=settings.__dict__,
-        code=CODE_VERSIONS["audio_features"],
+    settings_used = dict(n_frames=n_frames, settings=settings.__dict__, code=CODE_VERSIONS["audio_features"])
+    fingerprint = InputFingerprint(
+        lambda: hash_values(audio=audio_attrs[FINGERPRINT_ATTR], encoder_stats=encoder.stat_signature, **settings_used),
+        lambda: hash_values(audio=audio_attrs[FINGERPRINT_ATTR], encoder=encoder.fingerprint, **settings_used),
     )
     if cached := _cached(store, seq.key, "audio_features", fingerprint):
         return cached
@@ -212,7 +252,7 @@ def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int 
     from ops.nphm_tracking import read_nphm_expressions
 
     files = _frame_files(seq.nphm_expressions_dir, ".npz")
-    fingerprint = hash_values(inputs=hash_files(files, seq.path), fps=fps, code=CODE_VERSIONS["nphm"])
+    fingerprint = InputFingerprint.of_files(files, seq.path, fps=fps, code=CODE_VERSIONS["nphm"])
     if cached := _cached(store, seq.key, "nphm", fingerprint):
         return cached
     tracking = read_nphm_expressions(seq.path)
@@ -245,9 +285,7 @@ def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int = 
     if not seq.flame_dir.is_dir():
         return IngestOutcome("absent", None, {"note": f"no {seq.flame_dir.name}/ folder in {seq.path}"})
     files = [seq.flame_template, *_frame_files(seq.flame_meshes_dir, ".ply")]
-    fingerprint = hash_values(
-        inputs=hash_files([f for f in files if f.exists()], seq.path), fps=fps, code=CODE_VERSIONS["flame"]
-    )
+    fingerprint = InputFingerprint.of_files([f for f in files if f.exists()], seq.path, fps=fps, code=CODE_VERSIONS["flame"])
     if cached := _cached(store, seq.key, "flame", fingerprint):
         return cached
     tracking = read_flame_tracking(seq.path)
@@ -277,7 +315,7 @@ def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore) -> IngestOutco
     files = _frame_files(seq.nphm_meshes_dir, ".ply")
     if not files:
         return IngestOutcome("absent", None, {"note": f"no NPHM meshes under {seq.nphm_meshes_dir}"})
-    fingerprint = hash_values(inputs=hash_files(files, seq.path), code=CODE_VERSIONS["nphm_meshes"])
+    fingerprint = InputFingerprint.of_files(files, seq.path, code=CODE_VERSIONS["nphm_meshes"])
     if cached := _cached(store, seq.key, "nphm_meshes", fingerprint):
         return cached
     meshes = read_nphm_meshes(seq.path)

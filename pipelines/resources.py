@@ -1,7 +1,6 @@
 """Resources: where the dataset, the stores and the audio-encoder weights are."""
 
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -78,7 +77,7 @@ def default_resources() -> dict:
     return {
         "dataset": DatasetResource(root=str(settings.data_root())),
         # Taken as written when it is a URL: Path() would fold `s3://` into `s3:/`.
-        "store": StoreResource(root=os.environ.get("FACETALK_STORE") or str(settings.store_root())),
+        "store": StoreResource(root=str(settings.store_root())),
         "audio_encoder": AudioEncoderResource(
             path=str(encoder), create_demo_if_missing=encoder == settings.default_encoder_path()
         ),

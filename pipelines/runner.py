@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 import os
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
 
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.partitions import sequences_partitions
+from storage.location import is_remote, store_path
 from storage.layout import scan_dataset, validate_sequence_key
 
 
@@ -24,20 +25,36 @@ class IngestSummary:
 
 
 def failure_messages(result: ExecuteInProcessResult) -> list[str]:
-    """`asset: message` for each failed step: the first error below Dagster's own wrappers (ours)."""
+    """`asset: message` for each failed step: the first error below Dagster's own wrappers (ours).
+
+    After retries the failure only says "Exceeded max_retries"; the reason is on the last retry event.
+    """
+    retried = {
+        event.step_key: event.event_specific_data.error
+        for event in result.all_events
+        if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY and event.event_specific_data.error is not None
+    }
     messages = []
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
-        while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        if error is not None and error.message.startswith("Exceeded max_retries") and event.step_key in retried:
+            error = retried[event.step_key]
+        while error is not None and error.cause is not None and _is_dagster_wrapper(error.cls_name or ""):
             error = error.cause
         text = (error.message if error is not None else "unknown error").strip()
         messages.append(f"{event.step_key}: {text.splitlines()[-1] if text else text}")
     return messages
 
 
+def _is_dagster_wrapper(cls_name: str) -> bool:
+    return cls_name.startswith("Dagster") or cls_name.startswith("RetryRequested")
+
+
 def require_writable_store(root) -> None:
     """Fail before any work when the store root cannot be written, instead of once per asset."""
-    root = Path(root)
+    root = store_path(root)
+    if is_remote(root):
+        return  # object stores report permissions on the first write
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise NotADirectoryError(f"store root {str(root)!r}: {str(existing)!r} is not a directory")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from storage.location import StorePath, store_path
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,9 +32,9 @@ def data_root() -> Path:
     return Path(os.environ.get("FACETALK_DATA_ROOT", default_data_root())).expanduser()
 
 
-def store_root() -> Path:
-    """Where the Zarr stores, checkpoints, metrics and renders go (`FACETALK_STORE`)."""
-    return Path(os.environ.get("FACETALK_STORE", facetalk_home() / "store")).expanduser()
+def store_root() -> StorePath:
+    """Where the Zarr stores, checkpoints, metrics and renders go (`FACETALK_STORE`: a path or s3:// URL)."""
+    return store_path(os.environ.get("FACETALK_STORE") or facetalk_home() / "store")
 
 
 def audio_encoder_path() -> Path:

@@ -25,11 +25,30 @@ def hash_files(paths: Iterable[Path], root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+def stat_signature(paths: Iterable[Path], root: Path | None = None) -> str:
+    """sha256 over (relative name, size, mtime in ns) of each file: a cheap stand-in for `hash_files`.
+
+    Equal signatures mean unchanged files unless something rewrote a file keeping its size and
+    nanosecond mtime (the same bet git and make take); a changed signature falls back to content.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        stat = path.stat()
+        name = str(path.relative_to(root)) if root is not None else path.name
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def tree_files(root: Path) -> list[Path]:
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+
+
 def hash_tree(root: Path) -> str:
     """Hash every regular file below `root` (sorted), e.g. a model-weights directory."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    return hash_files(files, root if root.is_dir() else root.parent)
+    return hash_files(tree_files(root), root if root.is_dir() else root.parent)
 
 
 def hash_values(**values: Any) -> str:

@@ -9,6 +9,7 @@ object-store URL (see `storage.location`); a component counts as present only on
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,9 @@ class SequenceStore:
         recover_interrupted(path)
         if not is_published(path, "zarr.json"):
             return None
-        return dict(open_group_readonly(path).attrs)
+        # A group's attrs live in its zarr.json: one small read instead of opening the group.
+        metadata = json.loads((path / "zarr.json").read_bytes())
+        return dict(metadata.get("attributes", {}))
 
     def is_current(self, key: str, component: str, fingerprint: str) -> bool:
         attrs = self.attrs(key, component)
