@@ -123,14 +123,13 @@ def _coarse_to_fine_volume(sampler: _GridSampler, resolution: int, levels: int, 
         stride //= 2
         fine_axis = _lattice(resolution, stride)
         n_fine, n_coarse = len(fine_axis), len(axis)
-        fine = torch.arange(n_fine)
-        cell = (fine // 2).clamp_max(n_coarse - 2)  # the coarse cell holding each fine point
-        corner = (fine // 2).clamp_max(n_coarse - 1)  # a coarse corner of that cell
-        values = values[corner][:, corner][:, :, corner].clone()
+        # Each fine point starts from a corner of the coarse cell holding it.
+        values = _upsample(values, n_fine)
         exact_fine = torch.zeros_like(values, dtype=torch.bool)
         same = (2 * torch.arange(n_coarse)).clamp_max(n_fine - 1)  # coarse point -> fine index
         exact_fine[same[:, None, None], same[None, :, None], same[None, None, :]] = exact
-        todo = near[cell][:, cell][:, :, cell] & ~exact_fine
+        todo = _upsample(near, n_fine)
+        todo &= ~exact_fine
         where = todo.nonzero()  # [M, 3] fine-lattice indices
         grid_indices = torch.stack([fine_axis[where[:, k]] for k in range(3)], dim=1)
         values[todo] = sampler(grid_indices)
@@ -139,14 +138,35 @@ def _coarse_to_fine_volume(sampler: _GridSampler, resolution: int, levels: int, 
     return values.numpy(), exact.numpy()
 
 
+def _upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest 2x upsampling of a cubic grid to size^3: fine point i takes coarse index min(i // 2, n - 1).
+
+    Equal to fancy indexing with those indices, but an expand + reshape instead of three gathers,
+    and contiguous whenever `size` is even (marching cubes would otherwise copy the final grid).
+    """
+    m = (size + 1) // 2  # coarse entries needed
+    while grid.shape[0] < m:  # fine points past the last coarse entry repeat it
+        grid = torch.cat([grid, grid[-1:]], 0)
+        grid = torch.cat([grid, grid[:, -1:]], 1)
+        grid = torch.cat([grid, grid[:, :, -1:]], 2)
+    grid = grid[:m, :m, :m]
+    up = grid[:, None, :, None, :, None].expand(m, 2, m, 2, m, 2).reshape(2 * m, 2 * m, 2 * m)
+    return up if 2 * m == size else up[:size, :size, :size]
+
+
+def _over_cell_corners(values: torch.Tensor, reduce) -> torch.Tensor:
+    """Reduce each cell's 8 corner values, one axis at a time: [n]^3 -> [n-1]^3."""
+    values = reduce(values[:-1], values[1:])
+    values = reduce(values[:, :-1], values[:, 1:])
+    return reduce(values[:, :, :-1], values[:, :, 1:])
+
+
 def _cells_near_surface(values: torch.Tensor, cell_size: torch.Tensor, safety: float, dilate: bool) -> torch.Tensor:
     """Cells (between lattice points) that may hold surface, optionally dilated by one cell."""
-    corners = [values[a:, b:, c:][: values.shape[0] - 1, : values.shape[1] - 1, : values.shape[2] - 1]
-               for a in (0, 1) for b in (0, 1) for c in (0, 1)]  # fmt: skip
-    stacked = torch.stack(corners)
     # Every point of a cell is within half its diagonal of some corner.
     threshold = safety * 0.5 * float(cell_size.norm())
-    near = (stacked.amin(0) < 0) & (stacked.amax(0) > 0) | (stacked.abs().amin(0) < threshold)
+    near = (_over_cell_corners(values, torch.minimum) < 0) & (_over_cell_corners(values, torch.maximum) > 0)
+    near |= _over_cell_corners(values.abs(), torch.minimum) < threshold
     if not dilate:
         return near
     dilated = torch.nn.functional.max_pool3d(near[None, None].float(), 3, stride=1, padding=1)
