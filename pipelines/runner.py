@@ -120,14 +120,7 @@ def ingest_sequences(
     added = register_sequences(instance, keys)
     progress(f"{len(keys)} sequences under {data_root} ({len(added)} newly registered)")
     for number, key in enumerate(keys, 1):
-        result = materialize(
-            per_sequence_assets,
-            partition_key=key,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags=cli_tags(),
-        )
+        result = materialize_assets(per_sequence_assets, instance, resources, partition_key=key)
         statuses = _statuses(result)
         if result.success:
             summary.succeeded.append(key)
@@ -168,13 +161,19 @@ RETRAIN_ASSETS = ("training_segments", "facetalk_model", "flame_model", "evaluat
 
 
 def materialize_assets(
-    assets: list, instance: DagsterInstance, resources: dict, run_config: dict | None = None
+    assets: list,
+    instance: DagsterInstance,
+    resources: dict,
+    run_config: dict | None = None,
+    partition_key: str | None = None,
 ) -> ExecuteInProcessResult:
+    """One run through the instance (so the UI lists it), tagged with this process for orphan cleanup."""
     return materialize(
         assets,
         instance=instance,
         resources=resources,
         run_config=run_config,
+        partition_key=partition_key,
         raise_on_error=False,
         tags=cli_tags(),
     )

@@ -12,14 +12,17 @@ from pipelines.results import check_specs, to_check_result
 SEGMENT_CHECKS = ["segments_finite", "segments_dimensions", "segments_splits"]
 
 
+_DEFAULTS = SegmentingConfig()  # one source of truth for the defaults, in ops/
+
+
 class TrainingSegmentsConfig(Config):
-    segment_frames: int = 48  # 2 s at 24 fps
-    stride: int = 12
-    fps: int = 24
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    include_flame: bool = True
+    segment_frames: int = _DEFAULTS.segment_frames  # 48 = 2 s at 24 fps
+    stride: int = _DEFAULTS.stride
+    fps: int = _DEFAULTS.fps
+    val_fraction: float = _DEFAULTS.val_fraction  # of identities, not of segments
+    test_fraction: float = _DEFAULTS.test_fraction
+    split_seed: int = _DEFAULTS.split_seed
+    include_flame: bool = _DEFAULTS.include_flame
 
 
 @asset(
