@@ -348,7 +348,7 @@ def test_files_that_are_not_checkpoints_are_named(tmp_path):
 
 
 class NotAWeight:
-    pass
+    """A Python object in a checkpoint: `weights_only=True` loading must refuse it."""
 
 
 def test_checkpoints_holding_python_objects_are_refused(tmp_path):
