@@ -167,7 +167,12 @@ def materialize_assets(
     run_config: dict | None = None,
     partition_key: str | None = None,
 ) -> ExecuteInProcessResult:
-    """One run through the instance (so the UI lists it), tagged with this process for orphan cleanup."""
+    """One run through the instance (so the UI lists it), tagged with this process for orphan cleanup.
+
+    The console shows INFO and up (`FACETALK_LOG_LEVEL`); every event is still in the instance.
+    """
+    level = os.environ.get("FACETALK_LOG_LEVEL", "INFO")
+    run_config = {"loggers": {"console": {"config": {"log_level": level}}}, **(run_config or {})}
     return materialize(
         assets,
         instance=instance,
