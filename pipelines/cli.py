@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,14 +22,10 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _workers() -> int:
-    import os
-
     return max(1, min(4, os.cpu_count() or 1))
 
 
 def _resources(args: argparse.Namespace) -> dict:
-    import os
-
     if getattr(args, "data_root", None):
         os.environ["FACETALK_DATA_ROOT"] = str(args.data_root)
     if getattr(args, "store", None):
@@ -41,9 +38,8 @@ def _resources(args: argparse.Namespace) -> dict:
 def _instance():
     from dagster import DagsterInstance
 
-    from pipelines.settings import ensure_dagster_home
-
     from pipelines.runner import fail_orphaned_runs
+    from pipelines.settings import ensure_dagster_home
 
     home = ensure_dagster_home()
     print(f"Dagster instance: {home} (open the UI with `make ui` to see these runs)")
