@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter, build_sensor_context, materialize
+from dagster import DagsterEventType, DagsterInstance, build_sensor_context, materialize
 
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
@@ -96,12 +96,8 @@ def test_gpu_pool_runs_training_one_at_a_time(tmp_path, tiny_encoder_dir):
     for run in instance.get_runs():
         if "facetalk_model" not in str(run.asset_selection):
             continue
-        records = {
-            kind: instance.get_event_records(EventRecordsFilter(event_type=kind), limit=100)
-            for kind in (DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS)
-        }
-        start = [r.event_log_entry.timestamp for r in records[DagsterEventType.STEP_START] if r.event_log_entry.run_id == run.run_id]
-        end = [r.event_log_entry.timestamp for r in records[DagsterEventType.STEP_SUCCESS] if r.event_log_entry.run_id == run.run_id]
+        start = [e.timestamp for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)]
+        end = [e.timestamp for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS)]
         spans.append((min(start), max(end)))
     assert len(spans) == 2
     (a_start, a_end), (b_start, b_end) = sorted(spans)
