@@ -26,6 +26,17 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: one thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_facetalk_env(tmp_path, monkeypatch):
     """No test reads or writes the developer's var/ or Dagster instance by accident."""

@@ -15,13 +15,7 @@ from models.positional import positional_encoding
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: one thread avoids OpenMP spin-waiting on a busy 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_denoiser(**overrides) -> Denoiser:
