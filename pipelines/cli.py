@@ -123,6 +123,7 @@ def _animate(args: argparse.Namespace) -> int:
         import numpy as np
 
         identity = np.load(args.identity, allow_pickle=False)
+    Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
         result = animate_audio(
             args.audio, checkpoint, args.out,
