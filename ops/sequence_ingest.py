@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from ops import audio_cleaning
 from ops.frame_files import list_frames
 from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
 from storage.fingerprint import hash_files, hash_tree, hash_values, stat_signature, tree_files
@@ -135,6 +134,8 @@ def ingest_cleaned_audio(seq: SequenceFolder, store: SequenceStore, settings: Au
     fingerprint = InputFingerprint.of_files([source], seq.path, settings=settings.__dict__, code=CODE_VERSIONS["audio"])
     if cached := _cached(store, seq.key, "audio", fingerprint):
         return cached
+    from ops import audio_cleaning  # scipy/pyloudnorm: 1.5 s of import the Dagster code server need not pay
+
     cleaned = audio_cleaning.clean_audio_file(
         source, target_rate=settings.target_rate, target_lufs=settings.target_lufs, max_duration_s=settings.max_duration_s
     )
