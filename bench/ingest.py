@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from bench import SHARED_DATA
 from ops.flame_tracking import FLAME_MESHES_DIR, FLAME_TEMPLATE, read_flame_tracking
 from ops.frame_files import list_frames
 from ops.nphm_tracking import NPHM_EXPRESSIONS_DIR, read_nphm_expressions
 
-SHARED_HEAD = Path("/work/shared/data/nphm_template_flame_topology.ply")
+SHARED_HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 
 
 def flame_sized_head(rng: np.random.Generator) -> trimesh.Trimesh:

@@ -16,14 +16,14 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import trimesh
 
+from bench import SHARED_DATA
 from ops.render import RenderConfig, Renderer
 
-HEAD = Path("/work/shared/data/nphm_template_flame_topology.ply")
+HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 SIZE = 800
 WARMUP_FRAMES = 2
 

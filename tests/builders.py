@@ -71,3 +71,15 @@ def write_sequence(
             keep = len(faces) - frame % 3  # topology changes from frame to frame
             write_ply(meshes / f"frame_{frame:04d}.ply", vertices, faces[:keep])
     return seq
+
+
+def analytic_expression(**values: float):
+    """A 200-d code with the analytic head's named dimensions set, e.g. jaw_open=0.8."""
+    import torch
+
+    from models.heads.analytic import EXPRESSION_DIMS
+
+    code = torch.zeros(200)
+    for name, value in values.items():
+        code[EXPRESSION_DIMS[name]] = value
+    return code

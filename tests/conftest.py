@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from bench import SHARED_DATA  # ../shared/data beside the checkout
 
 
 def shared_file(name: str) -> Path:

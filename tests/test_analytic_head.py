@@ -1,23 +1,17 @@
 """The analytic demo head: interface, placement in the NPHM box, identity and expression effects."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from models.heads.analytic import EXPRESSION_DIMS, IDENTITY_DIMS, AnalyticHead
+from models.heads.analytic import IDENTITY_DIMS, AnalyticHead
 from models.heads.base import NPHM_GRID_MAX, NPHM_GRID_MIN, HeadModel
 from ops.meshing import extract_mesh
+from tests.builders import analytic_expression as expression
+from tests.conftest import SHARED_DATA
 
-MEAN_CODE = Path("/work/shared/data/nphm_identity_lat_mean.npy")
-
-
-def expression(**values: float) -> torch.Tensor:
-    code = torch.zeros(200)
-    for name, value in values.items():
-        code[EXPRESSION_DIMS[name]] = value
-    return code
+MEAN_CODE = SHARED_DATA / "nphm_identity_lat_mean.npy"
 
 
 @pytest.fixture(scope="module")

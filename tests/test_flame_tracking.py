@@ -1,5 +1,4 @@
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +7,9 @@ import trimesh
 from ops.errors import TrackingError
 from ops.flame_tracking import FLAME_MESHES_DIR, FLAME_TEMPLATE, read_flame_tracking
 from ops.ply import write_ply
+from tests.conftest import SHARED_DATA
 
-SHARED_HEAD = Path("/work/shared/data/nphm_template_flame_topology.ply")
+SHARED_HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,12 @@ import torch
 import trimesh
 from scipy.spatial import cKDTree
 
-from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
+from models.heads.analytic import AnalyticHead
 from ops.meshing import NPHM_BOUNDS, extract_mesh, smooth_vertex_sequence
+from tests.builders import analytic_expression as code
 
 RESOLUTION = 40
 VOXEL = min((np.array(NPHM_BOUNDS[1]) - np.array(NPHM_BOUNDS[0])) / (RESOLUTION - 1))
-
-
-def code(**values: float) -> torch.Tensor:
-    out = torch.zeros(200)
-    for name, value in values.items():
-        out[EXPRESSION_DIMS[name]] = value
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 
 from models.heads.base import EXPRESSION_DIM, IDENTITY_DIM, HeadModel
 from models.heads.nphm import NPHM, NPHMCheckpointError, NPHMConfig, load_nphm, save_nphm
+from tests.conftest import SHARED_DATA
 
 TINY = NPHMConfig(
     n_anchors=5,
@@ -28,7 +28,7 @@ TINY = NPHMConfig(
     deformation_hidden_dim=32,
     deformation_layers=4,
 )
-MEAN_IDENTITY = Path("/work/shared/data/nphm_identity_lat_mean.npy")
+MEAN_IDENTITY = SHARED_DATA / "nphm_identity_lat_mean.npy"
 
 
 def tiny_model(seed: int = 0, deforming: bool = True) -> NPHM:
@@ -200,7 +200,7 @@ def test_bad_input_shapes_name_the_argument(points, identity, expression, argume
         )
 
 
-@pytest.mark.skipif(not MEAN_IDENTITY.exists(), reason="NPHM mean identity code not in /work/shared/data")
+@pytest.mark.skipif(not MEAN_IDENTITY.exists(), reason="NPHM mean identity code not in ../shared/data")
 def test_paper_size_model_evaluates_the_nphm_mean_identity():
     torch.manual_seed(0)
     model = NPHM().eval()

@@ -6,8 +6,9 @@ import trimesh
 
 from ops.errors import TrackingError
 from ops.ply import read_ply, read_ply_vertices, write_ply
+from tests.conftest import SHARED_DATA
 
-SHARED_HEAD = Path("/work/shared/data/nphm_template_flame_topology.ply")
+SHARED_HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 NUMPY_TYPE = {
     "uchar": "u1",
     "char": "i1",

@@ -1,7 +1,6 @@
 """Headless rendering on this machine's EGL (Mesa llvmpipe on CPU)."""
 
 import ctypes.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,10 @@ from ops.render import (
     side_by_side,
     vertex_normals,
 )
+from tests.conftest import SHARED_DATA
 
 SIZE = 96
-HEAD = Path("/work/shared/data/nphm_template_flame_topology.ply")
+HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 
 
 @pytest.fixture(scope="module")
