@@ -16,7 +16,7 @@ BIN := $(VENV)/bin
 export FACETALK_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(FACETALK_HOME)/dagster_home
 
-.PHONY: install system-deps demo test ui bench clean
+.PHONY: install system-deps demo test lint ui bench clean
 
 install: system-deps $(VENV)/.installed
 
@@ -52,8 +52,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/facetalk demo
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ui: install
 	@echo "Dagster UI on http://127.0.0.1:$(PORT) (instance: $(DAGSTER_HOME))"

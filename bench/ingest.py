@@ -24,9 +24,9 @@ import numpy as np
 import trimesh
 
 from bench import SHARED_DATA
-from ops.flame_tracking import FLAME_MESHES_DIR, FLAME_TEMPLATE, read_flame_tracking
-from ops.frame_files import list_frames
-from ops.nphm_tracking import NPHM_EXPRESSIONS_DIR, read_nphm_expressions
+from ops.tracking.flame import FLAME_MESHES_DIR, FLAME_TEMPLATE, read_flame_tracking
+from ops.tracking.frame_files import list_frames
+from ops.tracking.nphm import NPHM_EXPRESSIONS_DIR, read_nphm_expressions
 
 SHARED_HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from models.data import SegmentDataset
-from ops.nphm_tracking import read_nphm_expressions
-from ops.segmenting import SegmentingConfig, build_training_segments
+from ops.dataset.segmenting import SegmentingConfig, build_training_segments
+from ops.tracking.nphm import read_nphm_expressions
 from storage.safe_pickle import load_numpy_pickle
 from storage.segments import SegmentReader, current_segments_dir
 from storage.sequence_store import SequenceStore
@@ -53,14 +53,21 @@ def interpolate_to_frames(features: np.ndarray, n_frames: int) -> np.ndarray:
     """Linear interpolation along time, as FaceFormer aligns 50 Hz features to motion frames."""
     source = np.linspace(0, 1, len(features))
     target = np.linspace(0, 1, n_frames)
-    return np.stack([np.interp(target, source, features[:, d]) for d in range(features.shape[1])], axis=1).astype(np.float32)
+    return np.stack([np.interp(target, source, features[:, d]) for d in range(features.shape[1])], axis=1).astype(
+        np.float32
+    )
 
 
 def ingest_into_store(folders: list[Path], store: SequenceStore, n_frames: int) -> None:
     for seq in folders:
         tracking = read_nphm_expressions(seq)
         features = interpolate_to_frames(load_numpy_pickle(seq / "audio" / "wave2vec_audio_feats.pkl"), n_frames)
-        store.write_component(seq.name, "nphm", {"expression": tracking.expression, "identity": tracking.identity}, {"fps": 24, "n_frames": n_frames})
+        store.write_component(
+            seq.name,
+            "nphm",
+            {"expression": tracking.expression, "identity": tracking.identity},
+            {"fps": 24, "n_frames": n_frames},
+        )
         store.write_component(seq.name, "audio_features", {"features": features}, {"fps": 24, "n_frames": n_frames})
 
 
@@ -76,13 +83,18 @@ class PublishedLayoutLoader:
         seq = self.data_root / self.sequences[index]
         start = self.starts[index]
         frames = seq / "nphm_tracking" / "nphm_expressions"
-        expression = np.stack([np.load(frames / f"frame_{f:04d}.npz")["expression"] for f in range(start, start + SEGMENT)])
+        expression = np.stack(
+            [np.load(frames / f"frame_{f:04d}.npz")["expression"] for f in range(start, start + SEGMENT)]
+        )
         features = interpolate_to_frames(load_numpy_pickle(seq / "audio" / "wave2vec_audio_feats.pkl"), self.n_frames)
         return expression, features[start : start + SEGMENT]
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         pairs = [self.segment(int(i)) for i in indices]
-        return {"motion": torch.from_numpy(np.stack([p[0] for p in pairs])), "audio": torch.from_numpy(np.stack([p[1] for p in pairs]))}
+        return {
+            "motion": torch.from_numpy(np.stack([p[0] for p in pairs])),
+            "audio": torch.from_numpy(np.stack([p[1] for p in pairs])),
+        }
 
 
 def time_loader(load_batch, order: np.ndarray, batch: int, max_seconds: float) -> tuple[float, int]:

@@ -17,13 +17,15 @@ import torch
 from scipy.spatial import cKDTree
 
 from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
-from ops.meshing import NPHM_BOUNDS, extract_mesh
+from ops.geometry.meshing import NPHM_BOUNDS, extract_mesh
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable timings on a shared box)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1: stable timings on a shared box)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -62,7 +64,9 @@ def main() -> None:
         "dense_points_per_s": totals["dense_points"] / totals["dense_s"],
         "c2f_meshes_per_s": 2 / totals["c2f_s"],
     }
-    print(f"points ratio {result['points_ratio']:.1f}x, speedup {result['speedup']:.1f}x, max deviation {worst:.3f} voxel")
+    print(
+        f"points ratio {result['points_ratio']:.1f}x, speedup {result['speedup']:.1f}x, max deviation {worst:.3f} voxel"
+    )
     print(json.dumps(result))
 
 

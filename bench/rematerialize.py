@@ -6,7 +6,7 @@ Measured twice, on fresh stores:
 - through Dagster (one run per partition on an ephemeral instance, as `facetalk ingest` does):
   the second run finds every component current by its content fingerprint and skips the work
   (`status: cached`), but still pays Dagster's fixed cost of a run (events, checks, run records);
-- the same per-sequence steps called directly (ops.sequence_ingest), which is the cost of the
+- the same per-sequence steps called directly (ops.tracking.ingest), which is the cost of the
   caching itself: fingerprinting the inputs and reading the stored attrs.
 Goal: the re-run costs at most 10 % of the first. Last line: one JSON object.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 from dagster import DagsterInstance
 
 from models.audio_encoder import create_random_encoder
-from ops.demo_data import DemoDataConfig, generate_demo_dataset
-from ops import sequence_ingest as ingest
+from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
+from ops.tracking import ingest as ingest
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.runner import ingest_sequences
 from storage.layout import scan_dataset
@@ -70,7 +70,7 @@ def main() -> None:
             "audio_encoder": AudioEncoderResource(path=str(encoder)),
         }
         instance = DagsterInstance.ephemeral()
-        quiet = lambda line: None  # noqa: E731
+        quiet = lambda line: None
 
         started = time.perf_counter()
         first = ingest_sequences(instance, resources, tmp / "data", progress=quiet)
@@ -81,7 +81,7 @@ def main() -> None:
         assert not first.failed and not again.failed, (first.failed, again.failed)
 
         store, source = SequenceStore(tmp / "ops_store"), ingest.EncoderSource(encoder)
-        source.encoder  # loaded once, as the resource does
+        _ = source.encoder  # loaded once, as the resource does
         ops_first_s, ops_again_s = (_ingest_directly(tmp / "data", store, source) for _ in range(2))
 
     n = len(first.succeeded)

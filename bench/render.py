@@ -21,7 +21,7 @@ import numpy as np
 import trimesh
 
 from bench import SHARED_DATA
-from ops.render import RenderConfig, Renderer
+from ops.geometry.render import RenderConfig, Renderer
 
 HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"
 SIZE = 800
@@ -90,7 +90,9 @@ def render_frame_baseline(pyrender, vertices: np.ndarray, faces: np.ndarray, eye
     mesh = pyrender.Mesh.from_trimesh(shape, material=material, smooth=True)
     scene = pyrender.Scene(ambient_light=[0.2, 0.2, 0.2], bg_color=[0, 0, 0])
     focal = 4754.97941935 / 2  # VOCA's intrinsics for 800x800
-    camera = pyrender.IntrinsicsCamera(fx=focal, fy=focal, cx=SIZE / 2, cy=SIZE / 2, znear=0.01, zfar=2.0 * eye_distance)
+    camera = pyrender.IntrinsicsCamera(
+        fx=focal, fy=focal, cx=SIZE / 2, cy=SIZE / 2, znear=0.01, zfar=2.0 * eye_distance
+    )
     scene.add(mesh, pose=np.eye(4))
     camera_pose = np.eye(4)
     camera_pose[2, 3] = eye_distance
@@ -144,7 +146,11 @@ def main() -> None:
         baseline_s = time_baseline(sequence, faces)
     except Exception as error:  # report, do not hide, why the baseline could not run
         print(f"baseline could not run: {type(error).__name__}: {error}")
-        failed = {"ours_frames_per_s": 1 / ours_s, "ours_512_frames_per_s": 1 / ours_512_s, "baseline_error": str(error)}
+        failed = {
+            "ours_frames_per_s": 1 / ours_s,
+            "ours_512_frames_per_s": 1 / ours_512_s,
+            "baseline_error": str(error),
+        }
         print(json.dumps(failed))
         return
     print(f"baseline (pyrender, new OffscreenRenderer/frame): {_rate(baseline_s)}")

@@ -47,7 +47,14 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 @torch.no_grad()
-def naive_ddim(denoiser: Denoiser, diffusion: GaussianDiffusion, audio: torch.Tensor, steps: int, guidance: float, generator: torch.Generator) -> torch.Tensor:
+def naive_ddim(
+    denoiser: Denoiser,
+    diffusion: GaussianDiffusion,
+    audio: torch.Tensor,
+    steps: int,
+    guidance: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """DDIM (eta = 0) as first written: two full forward passes per step, audio encoded every time."""
     b, frames, _ = audio.shape
     x = torch.randn((b, frames, denoiser.cfg.motion_dim), generator=generator)
@@ -74,13 +81,17 @@ def speed(config_path: Path, frames: int, guidance: float, repeats: int, thread_
     audio = torch.randn(1, frames, cfg.model.audio_dim)
     seconds = frames / FPS
     params = sum(p.numel() for p in denoiser.parameters())
-    print(f"model {config_path.name}: width {cfg.model.width}, {cfg.model.layers} layers, ff {cfg.model.ff}, {params / 1e6:.2f} M parameters")
+    print(
+        f"model {config_path.name}: width {cfg.model.width}, {cfg.model.layers} layers, ff {cfg.model.ff}, {params / 1e6:.2f} M parameters"
+    )
     print(f"audio: {frames} frames = {seconds:.1f} s, guidance w = {guidance}")
 
     def run(fn):
         return lambda: fn(generator=torch.Generator().manual_seed(0))
 
-    ddim50 = run(lambda generator: ddim_sample(denoiser, diffusion, audio, steps=50, guidance=guidance, generator=generator))
+    ddim50 = run(
+        lambda generator: ddim_sample(denoiser, diffusion, audio, steps=50, guidance=guidance, generator=generator)
+    )
     # On a shared machine OpenMP threads that spin-wait on each other can be slower than one
     # thread: try each count and keep the best for the rest of the run.
     by_threads = {}
@@ -93,9 +104,18 @@ def speed(config_path: Path, frames: int, guidance: float, repeats: int, thread_
     torch.set_num_threads(best_threads)
     out: dict[str, float] = {"threads": best_threads}
     out["ddim50_s"] = by_threads[best_threads]
-    out["ddim25_s"] = best_time(run(lambda generator: ddim_sample(denoiser, diffusion, audio, steps=25, guidance=guidance, generator=generator)), repeats)
-    out["naive_ddim50_s"] = best_time(run(lambda generator: naive_ddim(denoiser, diffusion, audio, 50, guidance, generator)), 1)
-    out["ddpm1000_s"] = best_time(run(lambda generator: ddpm_sample(denoiser, diffusion, audio, guidance=guidance, generator=generator)), 1)
+    out["ddim25_s"] = best_time(
+        run(
+            lambda generator: ddim_sample(denoiser, diffusion, audio, steps=25, guidance=guidance, generator=generator)
+        ),
+        repeats,
+    )
+    out["naive_ddim50_s"] = best_time(
+        run(lambda generator: naive_ddim(denoiser, diffusion, audio, 50, guidance, generator)), 1
+    )
+    out["ddpm1000_s"] = best_time(
+        run(lambda generator: ddpm_sample(denoiser, diffusion, audio, guidance=guidance, generator=generator)), 1
+    )
     for name in ("ddpm1000", "naive_ddim50", "ddim50", "ddim25"):
         s = out[f"{name}_s"]
         out[f"{name}_rtf"] = s / seconds
@@ -104,8 +124,10 @@ def speed(config_path: Path, frames: int, guidance: float, repeats: int, thread_
     out["ddim50_speedup"] = out["ddpm1000_s"] / out["ddim50_s"]
     out["ddim25_speedup"] = out["ddpm1000_s"] / out["ddim25_s"]
     out["ddim50_speedup_vs_naive"] = out["naive_ddim50_s"] / out["ddim50_s"]
-    print(f"DDIM-50 is {out['ddim50_speedup']:.1f}x faster than DDPM-1000 and {out['ddim50_speedup_vs_naive']:.2f}x faster than the naive loop; "
-          f"goal DDIM-50 <= 2 s for 10 s: {'met' if out['ddim50_s'] <= 2.0 else 'NOT met'} ({out['ddim50_s']:.2f} s)")
+    print(
+        f"DDIM-50 is {out['ddim50_speedup']:.1f}x faster than DDPM-1000 and {out['ddim50_speedup_vs_naive']:.2f}x faster than the naive loop; "
+        f"goal DDIM-50 <= 2 s for 10 s: {'met' if out['ddim50_s'] <= 2.0 else 'NOT met'} ({out['ddim50_s']:.2f} s)"
+    )
     out["parameters"] = params
     return out
 
@@ -115,17 +137,23 @@ def quality(guidance: float, train_steps: int) -> dict[str, float]:
     from models.checkpoint import load_motion_model
     from models.config import config_from_dict
     from models.data import open_reader
-    from models.synthetic_segments import write_synthetic_segment_store
     from models.train import MODEL_FILE, train
+    from ops.demo.synthetic_segments import write_synthetic_segment_store
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = write_synthetic_segment_store(Path(tmp) / "seg", n_train=256, n_val=16, segment_frames=48, audio_dim=64, motion_dim=200)
+        store = write_synthetic_segment_store(
+            Path(tmp) / "seg", n_train=256, n_val=16, segment_frames=48, audio_dim=64, motion_dim=200
+        )
         raw = load_config(ROOT / "configs" / "tiny.yaml").to_dict()
         raw["model"]["audio_dim"] = 64
-        raw["train"].update({"max_steps": train_steps, "val_every": train_steps, "batch_size": 32, "lr": 2e-3, "log_every": train_steps})
+        raw["train"].update(
+            {"max_steps": train_steps, "val_every": train_steps, "batch_size": 32, "lr": 2e-3, "log_every": train_steps}
+        )
         t0 = time.perf_counter()
         train(config_from_dict(raw), store, Path(tmp) / "out", resume=False, progress=lambda _: None)
-        print(f"quality: trained the tiny model {train_steps} steps on a synthetic store in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"quality: trained the tiny model {train_steps} steps on a synthetic store in {time.perf_counter() - t0:.1f} s"
+        )
         model = load_motion_model(Path(tmp) / "out" / MODEL_FILE)
         reader = open_reader(store)
         val = reader.indices("val")
@@ -148,7 +176,9 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "nphm.yaml")
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}), help="thread counts to try")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}), help="thread counts to try"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--no-quality", action="store_true")

@@ -28,7 +28,7 @@ from models.config import ExperimentConfig, load_config
 from models.data import SegmentDataset, _already_batched
 from models.diffusion import diffusion_loss
 from models.lightning_module import MotionDiffusionModule
-from models.synthetic_segments import write_synthetic_segment_store
+from ops.demo.synthetic_segments import write_synthetic_segment_store
 from storage.segments import SegmentReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,14 @@ def step_throughput(cfg: ExperimentConfig, audio_dim: int, steps: int) -> float:
 
     def one_step(step: int) -> None:
         x0 = module._prepare_motion(batch["motion"], augment=True)
-        loss = diffusion_loss(module.model.denoiser, module.model.diffusion, x0, batch["audio"],
-                              cond_drop_prob=d.cond_drop_prob, velocity_weight=d.velocity_loss_weight).total
+        loss = diffusion_loss(
+            module.model.denoiser,
+            module.model.diffusion,
+            x0,
+            batch["audio"],
+            cond_drop_prob=d.cond_drop_prob,
+            velocity_weight=d.velocity_loss_weight,
+        ).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.model.denoiser.parameters(), cfg.train.grad_clip)
@@ -64,7 +70,9 @@ def step_throughput(cfg: ExperimentConfig, audio_dim: int, steps: int) -> float:
 def train_throughput(cfg: ExperimentConfig, store: Path, steps: int) -> float:
     from models.train import train
 
-    cfg = cfg.replace(train={"max_steps": steps, "val_every": steps, "val_batches": 1, "log_every": steps, "warmup_steps": 1})
+    cfg = cfg.replace(
+        train={"max_steps": steps, "val_every": steps, "val_batches": 1, "log_every": steps, "warmup_steps": 1}
+    )
     with tempfile.TemporaryDirectory() as out:
         return train(cfg, store, out, resume=False, progress=lambda _: None).segments_per_s
 
@@ -101,24 +109,33 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results: dict[str, float] = {"threads": args.threads, "load_average_1min": os.getloadavg()[0]}
-    configs = {"tiny": load_config(ROOT / "configs" / "tiny.yaml"), "paper": load_config(ROOT / "configs" / "nphm.yaml")}
+    configs = {
+        "tiny": load_config(ROOT / "configs" / "tiny.yaml"),
+        "paper": load_config(ROOT / "configs" / "nphm.yaml"),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        store = write_synthetic_segment_store(Path(tmp) / "seg", n_train=512, n_val=32, segment_frames=48, audio_dim=768)
+        store = write_synthetic_segment_store(
+            Path(tmp) / "seg", n_train=512, n_val=32, segment_frames=48, audio_dim=768
+        )
         for name, cfg in configs.items():
             steps = args.steps if name == "tiny" else max(3, args.steps // 4)
             step_rate = step_throughput(cfg, 768, steps)
             train_rate = train_throughput(cfg.replace(train={"cpu_threads": args.threads}), store, steps)
             results[f"{name}_segments_per_s"] = step_rate
             results[f"{name}_train_segments_per_s"] = train_rate
-            print(f"{name:>5} (batch {cfg.train.batch_size}, width {cfg.model.width}, {cfg.model.layers} layers): "
-                  f"{step_rate:8.1f} segments/s per optimisation step, {train_rate:8.1f} segments/s through train()")
+            print(
+                f"{name:>5} (batch {cfg.train.batch_size}, width {cfg.model.width}, {cfg.model.layers} layers): "
+                f"{step_rate:8.1f} segments/s per optimisation step, {train_rate:8.1f} segments/s through train()"
+            )
         indices = SegmentReader(store).indices("train")
         ours = loader_throughput(SegmentDataset(store, indices, field="expression"), 64, batched=True)
         naive = loader_throughput(PerItemZarr(store, indices), 64, batched=False)
         results["data_lazy_segments_per_s"] = ours
         results["data_naive_segments_per_s"] = naive
         results["data_speedup"] = ours / naive
-        print(f" data: batched direct reads {ours:8.1f} segments/s vs per-item zarr {naive:8.1f} segments/s ({ours / naive:.1f}x)")
+        print(
+            f" data: batched direct reads {ours:8.1f} segments/s vs per-item zarr {naive:8.1f} segments/s ({ours / naive:.1f}x)"
+        )
     print(json.dumps(results))
 
 

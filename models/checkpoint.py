@@ -29,7 +29,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # torch raises several types for truncated/foreign files
         raise CheckpointError(f"checkpoint {str(path)!r} is unreadable ({type(err).__name__}: {err})") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt.get("hyper_parameters", {}):
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a FaceTalk motion-model checkpoint (no config in hyper_parameters)")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a FaceTalk motion-model checkpoint (no config in hyper_parameters)"
+        )
     return ckpt
 
 
@@ -73,7 +75,11 @@ def load_motion_model(
         weights.update(ema)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(weights))
-    wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in weights and weights[k].shape != v.shape]
+    wrong = [
+        f"{k}: {tuple(weights[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
     if missing or wrong:
         raise IncompatibleCheckpointError(
             f"checkpoint {str(path)!r} does not match its own config (corrupted or edited?): "

@@ -133,9 +133,19 @@ _SECTIONS = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataCon
 # Fields that decide parameter/buffer shapes or the meaning of the learned function: a checkpoint
 # trained under one value cannot be loaded or resumed under another.
 COMPATIBILITY_FIELDS = (
-    "model.motion_dim", "model.audio_dim", "model.width", "model.layers", "model.heads", "model.ff",
-    "model.positional", "model.period", "diffusion.steps", "diffusion.schedule", "diffusion.normalize",
-    "data.variant", "data.pca_components",
+    "model.motion_dim",
+    "model.audio_dim",
+    "model.width",
+    "model.layers",
+    "model.heads",
+    "model.ff",
+    "model.positional",
+    "model.period",
+    "diffusion.steps",
+    "diffusion.schedule",
+    "diffusion.normalize",
+    "data.variant",
+    "data.pca_components",
 )
 
 

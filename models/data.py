@@ -69,7 +69,9 @@ def inspect_store(reader: SegmentReader, config: ExperimentConfig) -> StoreSumma
             f"(train.batch_size = {config.train.batch_size}); add data or lower the batch size"
         )
     if n_val == 0:
-        raise SegmentStoreError(f"segment store {where!r} has no 'val' segments; at least one identity must be in the val split")
+        raise SegmentStoreError(
+            f"segment store {where!r} has no 'val' segments; at least one identity must be in the val split"
+        )
     motion = reader.group[field]
     audio = reader.group["audio_features"]
     if audio.shape[-1] != config.model.audio_dim:
@@ -81,7 +83,9 @@ def inspect_store(reader: SegmentReader, config: ExperimentConfig) -> StoreSumma
             f"segment store {where!r}: expression codes are {motion.shape[-1]}-d, config model.motion_dim is {config.model.motion_dim}"
         )
     if motion.shape[1] != audio.shape[1]:
-        raise SegmentStoreError(f"segment store {where!r}: {field} has {motion.shape[1]} frames per segment, audio_features {audio.shape[1]}")
+        raise SegmentStoreError(
+            f"segment store {where!r}: {field} has {motion.shape[1]} frames per segment, audio_features {audio.shape[1]}"
+        )
     return StoreSummary(
         path=reader.path,
         n_train=n_train,
@@ -105,8 +109,14 @@ class SegmentDataset(Dataset):
     the store on demand. Motion here is raw (un-normalised) expression codes or PCA codes.
     """
 
-    def __init__(self, segments_dir: str | Path | StorePath, indices: np.ndarray, motion: np.ndarray | None = None,
-                 audio: np.ndarray | None = None, field: str = "expression"):
+    def __init__(
+        self,
+        segments_dir: str | Path | StorePath,
+        indices: np.ndarray,
+        motion: np.ndarray | None = None,
+        audio: np.ndarray | None = None,
+        field: str = "expression",
+    ):
         self.segments_dir = store_path(segments_dir)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.motion, self.audio, self.field = motion, audio, field
@@ -128,8 +138,12 @@ class SegmentDataset(Dataset):
     def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
         positions = np.asarray(positions, dtype=np.int64)
         return {
-            "motion": torch.from_numpy(np.ascontiguousarray(self._read(self.field, self.motion, positions), dtype=np.float32)),
-            "audio": torch.from_numpy(np.ascontiguousarray(self._read("audio_features", self.audio, positions), dtype=np.float32)),
+            "motion": torch.from_numpy(
+                np.ascontiguousarray(self._read(self.field, self.motion, positions), dtype=np.float32)
+            ),
+            "audio": torch.from_numpy(
+                np.ascontiguousarray(self._read("audio_features", self.audio, positions), dtype=np.float32)
+            ),
         }
 
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
@@ -169,7 +183,11 @@ class SegmentDataModule(L.LightningDataModule):
         summary = self.summary = inspect_store(reader, self.config)
         train_idx, val_idx = reader.indices("train"), reader.indices("val")
         # FLAME motion is kept as PCA codes (K per frame), expression codes as they are.
-        motion_floats = self.config.model.motion_dim if summary.motion_field == "flame_offsets" else int(np.prod(summary.motion_shape))
+        motion_floats = (
+            self.config.model.motion_dim
+            if summary.motion_field == "flame_offsets"
+            else int(np.prod(summary.motion_shape))
+        )
         frame_bytes = 4 * (motion_floats + summary.audio_dim)
         total_mb = frame_bytes * summary.segment_frames * (len(train_idx) + len(val_idx)) / 2**20
         self._preloaded = total_mb <= self.config.data.preload_max_mb
@@ -181,14 +199,20 @@ class SegmentDataModule(L.LightningDataModule):
             project = lambda block: (torch.from_numpy(block).flatten(-2) @ basis.T).numpy()
             motion_train = _read_blocks(reader, summary.motion_field, train_idx, project)
             motion_val = _read_blocks(reader, summary.motion_field, val_idx, project)
-            log.info("FLAME PCA: %d components keep %.4f of the offset energy", len(self.basis), float(self.pca_energy.sum()))
+            log.info(
+                "FLAME PCA: %d components keep %.4f of the offset energy", len(self.basis), float(self.pca_energy.sum())
+            )
         elif self._preloaded:
             motion_train = _read_blocks(reader, summary.motion_field, train_idx)
             motion_val = _read_blocks(reader, summary.motion_field, val_idx)
 
         audio_train = _read_blocks(reader, "audio_features", train_idx) if self._preloaded else None
         audio_val = _read_blocks(reader, "audio_features", val_idx) if self._preloaded else None
-        stats_source = motion_train if motion_train is not None else reader.read(summary.motion_field, self._stats_sample(train_idx))
+        stats_source = (
+            motion_train
+            if motion_train is not None
+            else reader.read(summary.motion_field, self._stats_sample(train_idx))
+        )
         flat = stats_source.reshape(-1, stats_source.shape[-1]).astype(np.float64)
         self.mean, self.std = flat.mean(0).astype(np.float32), flat.std(0).astype(np.float32)
 

@@ -116,16 +116,22 @@ class Denoiser(nn.Module):
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: AudioContext) -> torch.Tensor:
         b, length, _ = x_t.shape
         if context[0].shape[:2] != (b, length):
-            raise ValueError(f"audio context covers {tuple(context[0].shape[:2])} (batch, frames), motion has {(b, length)}")
+            raise ValueError(
+                f"audio context covers {tuple(context[0].shape[:2])} (batch, frames), motion has {(b, length)}"
+            )
         step = self.step(t)  # [B, W]
         x = self.drop(self.motion_in(x_t) + self._positional(length, x_t.device))
         for layer, cross in zip(self.layers, context):
             x = layer(x, cross, step)
         return self.motion_out(self.norm_out(x))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, keep_audio: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, audio: torch.Tensor, keep_audio: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if audio.shape[:2] != x_t.shape[:2]:
-            raise ValueError(f"audio features {tuple(audio.shape)} are not aligned with motion {tuple(x_t.shape)}: same batch and frames needed")
+            raise ValueError(
+                f"audio features {tuple(audio.shape)} are not aligned with motion {tuple(x_t.shape)}: same batch and frames needed"
+            )
         return self.denoise(x_t, t, self.encode_audio(audio, keep_audio))
 
     def _positional(self, length: int, device: torch.device) -> torch.Tensor:
@@ -134,5 +140,7 @@ class Denoiser(nn.Module):
         if key not in self._positions:
             if len(self._positions) > 16:
                 self._positions.clear()
-            self._positions[key] = positional_encoding(self.cfg.positional, length, self.cfg.width, self.cfg.period, device)
+            self._positions[key] = positional_encoding(
+                self.cfg.positional, length, self.cfg.width, self.cfg.period, device
+            )
         return self._positions[key]

@@ -74,7 +74,9 @@ class GaussianDiffusion(nn.Module):
         mean = _gather(self.posterior_mean_coef_x0, t) * x0 + _gather(self.posterior_mean_coef_xt, t) * x_t
         return mean, _gather(self.posterior_variance, t)
 
-    def sample_steps(self, batch: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
+    def sample_steps(
+        self, batch: int, generator: torch.Generator | None = None, device: torch.device | None = None
+    ) -> torch.Tensor:
         return torch.randint(0, self.steps, (batch,), generator=generator, device=device)
 
 

@@ -41,8 +41,12 @@ class MotionDiffusionModule(L.LightningModule):
         d = self.cfg.diffusion
         x0 = self._prepare_motion(batch["motion"], augment=True)
         loss = diffusion_loss(
-            self.model.denoiser, self.model.diffusion, x0, batch["audio"],
-            cond_drop_prob=d.cond_drop_prob, velocity_weight=d.velocity_loss_weight,
+            self.model.denoiser,
+            self.model.diffusion,
+            x0,
+            batch["audio"],
+            cond_drop_prob=d.cond_drop_prob,
+            velocity_weight=d.velocity_loss_weight,
         )
         b = x0.shape[0]
         self.log("train_loss", loss.total, prog_bar=True, batch_size=b)
@@ -58,8 +62,13 @@ class MotionDiffusionModule(L.LightningModule):
         x0 = self._prepare_motion(batch["motion"], augment=False)
         generator = torch.Generator().manual_seed(VAL_SEED + batch_idx)
         loss = diffusion_loss(
-            self.ema.shadow, self.model.diffusion, x0, batch["audio"],
-            cond_drop_prob=0.0, velocity_weight=self.cfg.diffusion.velocity_loss_weight, generator=generator,
+            self.ema.shadow,
+            self.model.diffusion,
+            x0,
+            batch["audio"],
+            cond_drop_prob=0.0,
+            velocity_weight=self.cfg.diffusion.velocity_loss_weight,
+            generator=generator,
         )
         self.log("val_loss", loss.total, prog_bar=True, batch_size=x0.shape[0], sync_dist=True)
         return loss.total
@@ -67,7 +76,7 @@ class MotionDiffusionModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         t = self.cfg.train
         decay, no_decay = [], []
-        for name, param in self.model.denoiser.named_parameters():
+        for _name, param in self.model.denoiser.named_parameters():
             (no_decay if param.ndim < 2 else decay).append(param)  # no decay on biases, norms, null embedding
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr

@@ -57,12 +57,16 @@ class MotionModel(nn.Module):
         `guidance` defaults to the config's; `require_full_segment` refuses audio shorter than one
         training segment (the model has never seen a sequence start that short).
         """
-        audio = torch.as_tensor(np.asarray(audio_features, dtype=np.float32) if not torch.is_tensor(audio_features) else audio_features)
+        audio = torch.as_tensor(
+            np.asarray(audio_features, dtype=np.float32) if not torch.is_tensor(audio_features) else audio_features
+        )
         single = audio.ndim == 2
         if single:
             audio = audio[None]
         if audio.ndim != 3 or audio.shape[-1] != self.config.model.audio_dim:
-            raise ValueError(f"audio features must be [T, {self.config.model.audio_dim}] or [B, T, {self.config.model.audio_dim}], got {tuple(audio.shape)}")
+            raise ValueError(
+                f"audio features must be [T, {self.config.model.audio_dim}] or [B, T, {self.config.model.audio_dim}], got {tuple(audio.shape)}"
+            )
         frames = audio.shape[1]
         if require_full_segment and frames < self.meta.segment_frames:
             raise AudioTooShortError(
@@ -72,6 +76,15 @@ class MotionModel(nn.Module):
         device = next(self.parameters()).device
         generator = torch.Generator().manual_seed(seed)
         w = self.config.diffusion.guidance if guidance is None else guidance
-        z = sample(self.denoiser, self.diffusion, audio.float().to(device), method=method, steps=steps, eta=eta, guidance=w, generator=generator)
+        z = sample(
+            self.denoiser,
+            self.diffusion,
+            audio.float().to(device),
+            method=method,
+            steps=steps,
+            eta=eta,
+            guidance=w,
+            generator=generator,
+        )
         motion = self.codec.decode(z.float()).cpu().numpy()
         return motion[0] if single else motion

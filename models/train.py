@@ -17,7 +17,6 @@ import argparse
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -36,6 +35,7 @@ from models.checkpoint import (
     read_checkpoint,
 )
 from models.config import ExperimentConfig, as_config, save_config
+from storage.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +78,18 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_file(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _atomic_write_json(data: dict[str, Any], dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, dst)
+    with atomic_file(dst) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
-def _make_history_callback(config: ExperimentConfig, history_path: Path, previous: dict[str, list], say: Callable[[str], None]):
+def _make_history_callback(
+    config: ExperimentConfig, history_path: Path, previous: dict[str, list], say: Callable[[str], None]
+):
     import lightning as L
 
     class LossHistory(L.Callback):
@@ -145,7 +145,9 @@ def train(
 
     data = SegmentDataModule(segments_dir, config)
     summary = data.prepare()  # raises SegmentStoreError on an empty/small/mismatched store
-    say(f"segments: {summary.n_train} train, {summary.n_val} val, {summary.segment_frames} frames each ({summary.path})")
+    say(
+        f"segments: {summary.n_train} train, {summary.n_val} val, {summary.segment_frames} frames each ({summary.path})"
+    )
 
     resume_from = latest_checkpoint(out_dir) if resume else None
     previous_history: dict[str, list] = {}
@@ -155,7 +157,9 @@ def train(
         try:  # an output directory holds one architecture, finished or not
             check_compatible(ckpt, config, resume_from)
         except IncompatibleCheckpointError as err:
-            raise IncompatibleCheckpointError(f"{err}. To train a new model here, pass resume=False (--no-resume).") from err
+            raise IncompatibleCheckpointError(
+                f"{err}. To train a new model here, pass resume=False (--no-resume)."
+            ) from err
         resumed_step = int(ckpt.get("global_step", 0))
         if resumed_step >= t.max_steps:
             # That run finished: a retrain (new data, same config) starts over rather than doing nothing.
@@ -164,7 +168,9 @@ def train(
     if resume_from is not None:
         history_file = resume_from.parent.parent / "history.json"
         if history_file.is_file():
-            previous_history = {k: [p for p in v if p[0] <= resumed_step] for k, v in json.loads(history_file.read_text()).items()}
+            previous_history = {
+                k: [p for p in v if p[0] <= resumed_step] for k, v in json.loads(history_file.read_text()).items()
+            }
         say(f"resuming from {resume_from} at step {resumed_step}")
 
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -176,8 +182,14 @@ def train(
     (run_dir / "checkpoints").mkdir(parents=True)
     save_config(config, run_dir / "config.yaml")
     checkpointing = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-        save_top_k=1, save_last=True, save_on_train_epoch_end=False, enable_version_counter=False,
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
     )
     history = _make_history_callback(config, run_dir / "history.json", previous_history, say)
     loggers = [CSVLogger(run_dir / "logs", name="csv", version=0)]
@@ -216,18 +228,24 @@ def train(
         torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
     if trainer.interrupted:
-        raise RuntimeError(f"training interrupted at step {trainer.global_step}; resume from {run_dir / 'checkpoints' / 'last.ckpt'}")
+        raise RuntimeError(
+            f"training interrupted at step {trainer.global_step}; resume from {run_dir / 'checkpoints' / 'last.ckpt'}"
+        )
 
     best = Path(checkpointing.best_model_path) if checkpointing.best_model_path else None
     last = run_dir / "checkpoints" / "last.ckpt"
     last = last if last.is_file() else None
     publish_source = best or last or resume_from
     if publish_source is None:
-        raise RuntimeError(f"training produced no checkpoint in {run_dir} (max_steps {t.max_steps}, val_every {t.val_every})")
+        raise RuntimeError(
+            f"training produced no checkpoint in {run_dir} (max_steps {t.max_steps}, val_every {t.val_every})"
+        )
     val = history.history["val"]
     steps_run = trainer.global_step - resumed_step
     result = TrainResult(
-        best_val_loss=float(checkpointing.best_model_score) if checkpointing.best_model_score is not None else (min(v for _, v in val) if val else None),
+        best_val_loss=float(checkpointing.best_model_score)
+        if checkpointing.best_model_score is not None
+        else (min(v for _, v in val) if val else None),
         last_val_loss=val[-1][1] if val else None,
         steps=trainer.global_step,
         wall_time_s=wall,
@@ -248,12 +266,16 @@ def train(
     # Publish last, and only now: until here a previous model.ckpt stays as it was.
     _atomic_copy(publish_source, out_dir / MODEL_FILE)
     _atomic_write_json(result.to_dict(), out_dir / RESULT_FILE)
-    say(f"done: {result.steps} steps in {wall:.1f} s, best val_loss {result.best_val_loss}, published {out_dir / MODEL_FILE}")
+    say(
+        f"done: {result.steps} steps in {wall:.1f} s, best val_loss {result.best_val_loss}, published {out_dir / MODEL_FILE}"
+    )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.train", description="Train the FaceTalk motion diffusion model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m models.train", description="Train the FaceTalk motion diffusion model."
+    )
     parser.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/nphm.yaml")
     parser.add_argument("--segments", required=True, help="segment store directory (segments.zarr + manifest.parquet)")
     parser.add_argument("--out", required=True, help="output directory (runs/, model.ckpt)")

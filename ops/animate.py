@@ -15,41 +15,42 @@ count must match the model's).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.checkpoint import CheckpointError, load_motion_model
-from models.heads.base import HeadModel
 from models.motion_model import MotionModel
-from ops.audio_cleaning import CleanedAudio, clean_audio_file
-from ops.audio_features import extract_aligned_features, frame_count
-from ops.ply import read_ply
-from ops.render import RenderConfig
-from ops.talking_head import (
+from ops.audio.cleaning import clean_audio_file
+from ops.geometry.render import RenderConfig
+from ops.geometry.talking_head import (
     render_expression_video,
     render_talking_head,
     talking_head_render_config,
     write_meshes_ply,
 )
+from ops.inference import (
+    HEADS,
+    EncoderMismatchError,
+    InferenceError,
+    audio_features_for,
+    identity_for,
+    load_encoder_for,
+    load_head,
+    resolve_device,
+)
+from ops.tracking.ply import read_ply
+from storage.atomic import atomic_file
 
 Progress = Callable[[str], None]
-HEADS = ("analytic", "nphm")
 DEFAULT_MAX_DURATION_S = 600.0
 DEFAULT_VIDEO_SIZE = 512
 
 
-class AnimationError(ValueError):
-    """Inputs that cannot make a video together; the message names the file(s) concerned."""
-
-
-class EncoderMismatchError(AnimationError):
-    """The audio encoder's feature width is not the one the motion model was trained on."""
+AnimationError = InferenceError  # the CLI's name for the same family of input errors
 
 
 @dataclass
@@ -64,67 +65,6 @@ class AnimationResult:
     variant: str  # "nphm" | "flame"
     encoder_random_weights: bool  # True: features (and so the motion) carry no speech content
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step and "total"
-
-
-def resolve_device(device: str) -> torch.device:
-    """`"auto"` -> cuda when available, else cpu; "cuda" without a GPU is an error, not a silent fallback."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested, but torch sees no CUDA GPU (torch {torch.__version__})")
-    return torch.device(device)
-
-
-def load_head(head: str, nphm_checkpoint: str | Path | None = None, device: torch.device | str = "cpu") -> HeadModel:
-    """The analytic demo head, or NPHM from its checkpoint (required for "nphm")."""
-    if head == "analytic":
-        from models.heads.analytic import AnalyticHead
-
-        return AnalyticHead()
-    if head == "nphm":
-        if nphm_checkpoint is None:
-            raise AnimationError("head 'nphm' needs nphm_checkpoint (the NPHM weights); none was given")
-        from models.heads.nphm import load_nphm
-
-        return load_nphm(nphm_checkpoint, device=device)
-    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-
-
-def identity_for(head: HeadModel, identity_code: np.ndarray | None) -> np.ndarray:
-    if identity_code is None:
-        return np.zeros(head.identity_dim, dtype=np.float32)
-    identity = np.asarray(identity_code, dtype=np.float32).reshape(-1)
-    if identity.shape != (head.identity_dim,):
-        raise AnimationError(f"identity_code must have {head.identity_dim} values, got {identity.size}")
-    if not np.isfinite(identity).all():
-        raise AnimationError("identity_code contains NaN or Inf")
-    return identity
-
-
-def load_encoder_for(model: MotionModel, checkpoint: str | Path, encoder_path: str | Path, device: torch.device):
-    """The frozen audio encoder, refused when its width differs from the model's audio_dim."""
-    from models.audio_encoder import load_audio_encoder
-
-    encoder = load_audio_encoder(encoder_path, device=device)
-    expected = model.config.model.audio_dim
-    if encoder.hidden_size != expected:
-        raise EncoderMismatchError(
-            f"audio encoder {str(encoder_path)!r} outputs {encoder.hidden_size}-d features, but the motion model "
-            f"{str(checkpoint)!r} was trained on {expected}-d features (model.audio_dim); "
-            "use the encoder the model was trained with"
-        )
-    return encoder
-
-
-def audio_features_for(cleaned: CleanedAudio, encoder, fps: float, max_seconds: float | None = None) -> np.ndarray:
-    """Cleaned audio (optionally its first `max_seconds`) -> features [T, A], T = round(duration * fps)."""
-    samples = cleaned.samples
-    if max_seconds is not None:
-        samples = samples[: round(max_seconds * cleaned.sample_rate)]
-    n_frames = frame_count(len(samples) / cleaned.sample_rate, fps)
-    return extract_aligned_features(encoder, samples, n_frames)
 
 
 def _flame_template(path: str | Path | None, model: MotionModel, checkpoint: str | Path):
@@ -171,9 +111,8 @@ class _Bars:
 
 
 def _save_npz(path: Path, **arrays) -> Path:
-    partial = path.with_name(f".{path.name}.partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    with atomic_file(path, suffix=".npz") as partial:
+        np.savez(partial, **arrays)
     return path
 
 

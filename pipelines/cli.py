@@ -10,10 +10,13 @@ from pathlib import Path
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from ops.demo_data import DemoDataConfig, generate_demo_dataset
+    from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
 
     config = DemoDataConfig(
-        n_identities=args.identities, n_sequences=args.sequences, seconds=args.seconds, seed=args.seed,
+        n_identities=args.identities,
+        n_sequences=args.sequences,
+        seconds=args.seconds,
+        seed=args.seed,
         nphm_mesh_resolution=args.mesh_resolution,
     )
     summary = generate_demo_dataset(Path(args.path), config, progress=print, workers=_workers())
@@ -77,7 +80,7 @@ def _demo(args: argparse.Namespace) -> int:
     resources = _resources(args)
     data_root = resources["dataset"].path
     if not data_root.is_dir() or not any(data_root.iterdir()):
-        from ops.demo_data import DemoDataConfig, generate_demo_dataset
+        from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
 
         print(f"generating the demo dataset in {data_root} ...")
         generate_demo_dataset(data_root, DemoDataConfig(), progress=print, workers=_workers())
@@ -114,7 +117,7 @@ def _animate(args: argparse.Namespace) -> int:
     from models.audio_encoder import AudioEncoderLoadError
     from models.checkpoint import CheckpointError
     from ops.animate import AnimationError, animate_audio
-    from ops.audio_cleaning import AudioError
+    from ops.audio.cleaning import AudioError
     from pipelines import settings
 
     checkpoint = args.checkpoint or settings.store_root() / "checkpoints" / "facetalk_model" / "model.ckpt"
@@ -137,7 +140,9 @@ def _animate(args: argparse.Namespace) -> int:
     except (AudioError, CheckpointError, AudioEncoderLoadError, AnimationError) as error:
         print(f"facetalk animate: error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {result.video} ({result.n_frames} frames at {result.fps:g} fps, {result.audio_duration_s:.2f} s of audio)")
+    print(
+        f"wrote {result.video} ({result.n_frames} frames at {result.fps:g} fps, {result.audio_duration_s:.2f} s of audio)"
+    )
     if result.codes:
         print(f"expression codes: {result.codes}")
     if result.meshes_dir:
@@ -193,12 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument(
         "-m", "--checkpoint", help="trained motion model (default: the store's checkpoints/facetalk_model/model.ckpt)"
     )
-    animate.add_argument("--encoder", help="Wav2Vec2 weights the model was trained with (default: $FACETALK_AUDIO_ENCODER)")
+    animate.add_argument(
+        "--encoder", help="Wav2Vec2 weights the model was trained with (default: $FACETALK_AUDIO_ENCODER)"
+    )
     animate.add_argument("--identity", help=".npy identity code [1344] (default: zeros, the mean head)")
     animate.add_argument("--head", choices=["analytic", "nphm"], default="analytic")
     animate.add_argument("--nphm-checkpoint", help="NPHM weights (required with --head nphm)")
     animate.add_argument("--flame-template", help="template .ply for FLAME-variant checkpoints")
-    animate.add_argument("--resolution", type=int, default=64, help="marching-cubes grid per axis (64 preview, 256 final)")
+    animate.add_argument(
+        "--resolution", type=int, default=64, help="marching-cubes grid per axis (64 preview, 256 final)"
+    )
     animate.add_argument("--steps", type=int, default=50, help="DDIM sampling steps")
     animate.add_argument("--guidance", type=float, help="classifier-free guidance weight (default: the model's)")
     animate.add_argument("--seed", type=int, default=0)

@@ -1,11 +1,10 @@
 """Resources: where the dataset, the stores and the audio-encoder weights are."""
 
-
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from ops.sequence_ingest import EncoderSource
+from ops.tracking.ingest import EncoderSource
 from pipelines import settings
 from storage.layout import DatasetScan, SequenceFolder, scan_dataset, sequence_folder
 from storage.location import StorePath, store_path

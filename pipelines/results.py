@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MaterializeResult, MetadataValue
 
-from ops.sequence_ingest import IngestOutcome
-from ops.validation import CheckOutcome
+from ops.tracking.ingest import IngestOutcome
+from ops.tracking.validation import CheckOutcome
 
 
 def check_specs(asset: str, names: list[str], blocking: bool = False) -> list[AssetCheckSpec]:

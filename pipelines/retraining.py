@@ -13,7 +13,7 @@ from dagster import (
     sensor,
 )
 
-from ops.segmenting import ingested_data_state
+from ops.dataset.segmenting import ingested_data_state
 from pipelines.jobs import retrain_job
 from pipelines.resources import StoreResource
 

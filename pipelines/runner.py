@@ -1,18 +1,15 @@
 """Materialize assets through a Dagster instance from the command line, so the UI shows the runs."""
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import os
-from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
 
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.partitions import sequences_partitions
-from storage.location import is_remote, store_path
 from storage.layout import scan_dataset, validate_sequence_key
-
+from storage.location import is_remote, store_path
 
 LAUNCHED_BY, CLI, PID_TAG = "facetalk/launched_by", "facetalk", "facetalk/pid"
 
@@ -47,7 +44,7 @@ def failure_messages(result: ExecuteInProcessResult) -> list[str]:
 
 
 def _is_dagster_wrapper(cls_name: str) -> bool:
-    return cls_name.startswith("Dagster") or cls_name.startswith("RetryRequested")
+    return cls_name.startswith(("Dagster", "RetryRequested"))
 
 
 def require_writable_store(root) -> None:
@@ -107,7 +104,7 @@ def ingest_sequences(
     scan = scan_dataset(data_root)
     require_writable_store(resources["store"].path)
     summary = IngestSummary(rejected=scan.rejected)
-    for name, reason in scan.rejected:
+    for _name, reason in scan.rejected:
         progress(f"skipped folder: {reason}")
     keys = [s.key for s in scan.sequences]
     if only:
@@ -143,13 +140,17 @@ def _statuses(result: ExecuteInProcessResult) -> str:
     return ", ".join(parts)
 
 
-def materialize_segments(instance: DagsterInstance, resources: dict, run_config: dict | None = None) -> ExecuteInProcessResult:
+def materialize_segments(
+    instance: DagsterInstance, resources: dict, run_config: dict | None = None
+) -> ExecuteInProcessResult:
     from pipelines.assets.segments import training_segments
 
     return materialize_assets([training_segments], instance, resources, run_config)
 
 
-def materialize_retrain(instance: DagsterInstance, resources: dict, run_config: dict | None = None) -> ExecuteInProcessResult:
+def materialize_retrain(
+    instance: DagsterInstance, resources: dict, run_config: dict | None = None
+) -> ExecuteInProcessResult:
     """training_segments -> both models -> evaluation, in one run (what the `retrain` job selects)."""
     from pipelines.definitions import all_assets
 

@@ -1,6 +1,5 @@
 """Keep the `sequences` partitions in step with the folders under the dataset root."""
 
-
 import json
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
@@ -24,7 +23,7 @@ def sequence_folder_sensor(context: SensorEvaluationContext, dataset: DatasetRes
         return SkipReason("dataset root unchanged since the last tick")
 
     scan = dataset.scan()
-    for name, reason in scan.rejected:
+    for _name, reason in scan.rejected:
         context.log.warning(f"not a sequence: {reason}")
     known = set(context.instance.get_dynamic_partitions(sequences_partitions.name))
     new_keys = [s.key for s in scan.sequences if s.key not in known]

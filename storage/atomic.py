@@ -118,6 +118,44 @@ def _published_by_marker(final: StorePath) -> Iterator[StorePath]:
     marker.write_bytes(b"complete\n")
 
 
+class atomic_file:  # noqa: N801 - used like contextlib's context managers
+    """A local file that appears under `path` whole or not at all.
+
+    `with atomic_file(path) as tmp:` yields a temporary sibling to write; a clean exit renames it
+    over `path`, an exception deletes it. Writers that outlive one block (a video encoder) call
+    `commit()` or `discard()` themselves. `suffix` keeps an extension that tools insist on
+    (np.savez appends ".npz" otherwise); `durable` fsyncs the data before the rename.
+    """
+
+    def __init__(self, path: str | os.PathLike, suffix: str = "", durable: bool = False) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}{_TMP}{uuid.uuid4().hex[:12]}{suffix}")
+        self.durable = durable
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def commit(self) -> Path:
+        try:
+            if self.durable:
+                with open(self.tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        return self.path
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: StorePath, data: bytes) -> None:
     """Write a small file so that readers see either the old or the new content."""
     path = store_path(path)
@@ -127,16 +165,8 @@ def atomic_write_bytes(path: StorePath, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in _siblings(path, _TMP):  # left by a writer killed before its replace
         stale.unlink(missing_ok=True)
-    tmp = path.parent / f".{path.name}{_TMP}{uuid.uuid4().hex[:12]}"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, durable=True) as tmp:
+        tmp.write_bytes(data)
 
 
 def _fsync_tree(root: Path) -> None:

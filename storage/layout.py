@@ -102,9 +102,7 @@ class SequenceFolder:
             return preferred
         if not self.audio_dir.is_dir():
             raise FileNotFoundError(f"{self.path}: no audio/ folder")
-        candidates = sorted(
-            p for p in self.audio_dir.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-        )
+        candidates = sorted(p for p in self.audio_dir.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
         if not candidates:
             raise FileNotFoundError(
                 f"{self.audio_dir}: no audio file (looked for {PREFERRED_AUDIO_NAME} or any of "
@@ -112,7 +110,9 @@ class SequenceFolder:
             )
         if len(candidates) > 1:
             names = ", ".join(p.name for p in candidates)
-            raise ValueError(f"{self.audio_dir}: several audio files ({names}); keep one or name it {PREFERRED_AUDIO_NAME}")
+            raise ValueError(
+                f"{self.audio_dir}: several audio files ({names}); keep one or name it {PREFERRED_AUDIO_NAME}"
+            )
         return candidates[0]
 
 

@@ -62,7 +62,9 @@ def store_options(protocol: str) -> dict[str, Any]:
         except json.JSONDecodeError as error:
             raise StoreLocationError(f"{OPTIONS_ENV} is not valid JSON ({error}): {raw[:200]!r}") from error
         if not isinstance(extra, dict):
-            raise StoreLocationError(f"{OPTIONS_ENV} must be a JSON object of fsspec options, got {type(extra).__name__}")
+            raise StoreLocationError(
+                f"{OPTIONS_ENV} must be a JSON object of fsspec options, got {type(extra).__name__}"
+            )
         options.update(extra)
     return options
 

@@ -110,7 +110,9 @@ class SegmentStoreWriter:
         if block.shape[1:] != array.shape[1:]:
             raise SegmentStoreError(f"{field}: block of shape {block.shape} does not fit segments of {array.shape[1:]}")
         if start < 0 or start + len(block) > self.n_segments:
-            raise SegmentStoreError(f"{field}: segments [{start}, {start + len(block)}) out of range [0, {self.n_segments})")
+            raise SegmentStoreError(
+                f"{field}: segments [{start}, {start + len(block)}) out of range [0, {self.n_segments})"
+            )
         # The chunk files are written directly in zarr's own format (uncompressed, default keys):
         # zarr 3's per-chunk write path costs milliseconds per segment.
         block = np.ascontiguousarray(block, dtype=np.dtype(array.dtype).newbyteorder("<"))
@@ -169,7 +171,9 @@ class SegmentReader:
         recover_interrupted(self.path)
         manifest_path = self.path / MANIFEST
         if not is_published(self.path, MANIFEST, f"{SEGMENTS_ZARR}/zarr.json"):
-            raise SegmentStoreError(f"{str(self.path)!r} is not a complete segment store (no {MANIFEST} or {SEGMENTS_ZARR})")
+            raise SegmentStoreError(
+                f"{str(self.path)!r} is not a complete segment store (no {MANIFEST} or {SEGMENTS_ZARR})"
+            )
         try:
             self.manifest = pq.read_table(pa.BufferReader(manifest_path.read_bytes()))
         except (pa.ArrowInvalid, OSError) as error:
@@ -234,7 +238,9 @@ class _DirectChunks:
             and codecs[0].get("configuration", {}).get("endian", "little") == "little"
         )
         one_per_segment = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]) == (1, *array.shape[1:])
-        default_keys = encoding.get("name") == "default" and encoding.get("configuration", {}).get("separator", "/") == "/"
+        default_keys = (
+            encoding.get("name") == "default" and encoding.get("configuration", {}).get("separator", "/") == "/"
+        )
         if not (plain_bytes and one_per_segment and default_keys and isinstance(array.metadata.codecs[0], BytesCodec)):
             return None
         suffix = "/".join(["0"] * (array.ndim - 1))
@@ -263,7 +269,7 @@ class _DirectChunks:
         return out
 
     def _read_remote(self, indices: np.ndarray, out: np.ndarray, nbytes: int) -> np.ndarray:
-        if len(indices) and not (0 <= indices.min() and indices.max() < self.n):
+        if len(indices) and not (indices.min() >= 0 and indices.max() < self.n):
             bad = int(indices[(indices < 0) | (indices >= self.n)][0])
             raise IndexError(f"segment {bad} out of range [0, {self.n})")
         keys = [f"{self.root.path}/c/{index}/{self.suffix}" for index in indices]

@@ -32,7 +32,9 @@ def time_chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 def zarr_store(path: StorePath, read_only: bool = False) -> Store:
     """The zarr store rooted at `path`: a directory, or a prefix on an fsspec (async) filesystem."""
     if is_remote(path):
-        return zarr.storage.FsspecStore.from_url(str(path), storage_options=dict(path.storage_options), read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            str(path), storage_options=dict(path.storage_options), read_only=read_only
+        )
     return zarr.storage.LocalStore(str(path), read_only=read_only)
 
 

@@ -166,7 +166,7 @@ def write_big_endian_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) ->
 
 
 def write_nan_ply(path: Path) -> None:
-    """The grid mesh with one NaN coordinate (patched in: ops.ply.write_ply refuses to write NaN)."""
+    """The grid mesh with one NaN coordinate (patched in: ops.tracking.ply.write_ply refuses to write NaN)."""
     vertices, faces = grid_mesh()
     vertices[5, 0] = np.nan
     Path(path).write_bytes(_binary_ply(vertices, faces))

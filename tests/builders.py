@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from ops.ply import write_ply
+from ops.tracking.ply import write_ply
 
 
 def speech_like(seconds: float, rate: int = 16_000, seed: int = 0) -> np.ndarray:

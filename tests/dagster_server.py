@@ -56,7 +56,9 @@ _EXEC_WITH_DEFAULT_SIGNALS = (
 )
 
 
-def start_dagster_dev(workspace: Path, env: Mapping[str, str], log_path: Path, port: int | None = None) -> DagsterServer:
+def start_dagster_dev(
+    workspace: Path, env: Mapping[str, str], log_path: Path, port: int | None = None
+) -> DagsterServer:
     """`dagster dev` (webserver + daemon + code server) on 127.0.0.1 in a new session, output to `log_path`."""
     port = port or free_port()
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", HOST, "-p", str(port)]
@@ -145,7 +147,9 @@ def wait_until_serving(server: DagsterServer, timeout: float) -> None:
     raise DagsterServerError(f"{server.url}/server_info did not answer within {timeout:.0f} s:\n{server.log_tail()}")
 
 
-def graphql(server: DagsterServer, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 60.0) -> dict:
+def graphql(
+    server: DagsterServer, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 60.0
+) -> dict:
     """POST one GraphQL request; return `data`, or raise with the server's errors."""
     body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
     request = urllib.request.Request(f"{server.url}/graphql", data=body, headers={"Content-Type": "application/json"})
@@ -322,5 +326,7 @@ def wait_for_run(server: DagsterServer, run_id: str, timeout: float) -> str:
     if status != "SUCCESS":
         log = "\n".join(run_log_lines(server, run_id))
         waited = "" if status in FINISHED_RUN_STATUSES else f" after {timeout:.0f} s"
-        raise DagsterServerError(f"run {run_id} is {status}{waited}; its events:\n{log[-8000:]}\nserver log:\n{server.log_tail()}")
+        raise DagsterServerError(
+            f"run {run_id} is {status}{waited}; its events:\n{log[-8000:]}\nserver log:\n{server.log_tail()}"
+        )
     return status

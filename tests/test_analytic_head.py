@@ -1,13 +1,12 @@
 """The analytic demo head: interface, placement in the NPHM box, identity and expression effects."""
 
-
 import numpy as np
 import pytest
 import torch
 
 from models.heads.analytic import IDENTITY_DIMS, AnalyticHead
 from models.heads.base import NPHM_GRID_MAX, NPHM_GRID_MIN, HeadModel
-from ops.meshing import extract_mesh
+from ops.geometry.meshing import extract_mesh
 from tests.builders import analytic_expression as expression
 from tests.conftest import SHARED_DATA
 
@@ -63,7 +62,9 @@ def test_expressions_move_brows_lids_and_lips(head):
     on_eyeball = torch.tensor([[0.10, 0.125, 0.218]])  # just in front of the eyeball
     assert head.sdf(on_eyeball, identity, expression()) > 0 > head.sdf(on_eyeball, identity, expression(blink=1.0))
     lip_corner = torch.tensor([[0.095, -0.106, 0.235]])
-    assert head.sdf(lip_corner, identity, expression(lip_stretch=1.0)) < head.sdf(lip_corner, identity, expression(lip_round=1.0))
+    assert head.sdf(lip_corner, identity, expression(lip_stretch=1.0)) < head.sdf(
+        lip_corner, identity, expression(lip_round=1.0)
+    )
 
 
 def test_identity_dims_change_the_shape_and_codes_are_bounded(head):
@@ -73,7 +74,9 @@ def test_identity_dims_change_the_shape_and_codes_are_bounded(head):
     assert head.sdf(probe, torch.zeros(1344), torch.zeros(200)) > 0 > head.sdf(probe, long_nose, torch.zeros(200))
     wild = torch.full((1344,), 5.0)  # far outside typical codes: saturates, still a head in the box
     mesh = extract_mesh(head, wild, torch.zeros(200), resolution=32)
-    assert (mesh.vertices.min(0) > np.array(NPHM_GRID_MIN)).all() and (mesh.vertices.max(0) < np.array(NPHM_GRID_MAX)).all()
+    assert (mesh.vertices.min(0) > np.array(NPHM_GRID_MIN)).all() and (
+        mesh.vertices.max(0) < np.array(NPHM_GRID_MAX)
+    ).all()
 
 
 def test_nphm_mean_identity_code_gives_the_average_head(head):

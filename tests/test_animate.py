@@ -11,14 +11,14 @@ import soundfile
 
 from models.checkpoint import CheckpointError
 from models.config import config_from_dict
-from models.synthetic_segments import write_synthetic_segment_store
 from models.train import train
 from ops.animate import AnimationError, EncoderMismatchError, animate_audio
-from ops.audio_cleaning import AudioError
-from ops.ply import read_ply, write_ply
-from ops.video import probe_video
+from ops.audio.cleaning import AudioError
+from ops.demo.synthetic_segments import write_synthetic_segment_store
+from ops.tracking.ply import read_ply, write_ply
 from tests.builders import grid_mesh, speech_like
 from tests.conftest import shared_file
+from tests.video_tools import probe_video
 
 pytestmark = pytest.mark.slow
 

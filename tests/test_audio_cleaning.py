@@ -1,4 +1,4 @@
-"""ops.audio_cleaning: any readable audio becomes 16 kHz mono float32 at the target loudness;
+"""ops.audio.cleaning: any readable audio becomes 16 kHz mono float32 at the target loudness;
 bad input is refused with an AudioError naming the file."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from ops.audio_cleaning import (
+from ops.audio.cleaning import (
     PEAK_CEILING_DBFS,
     AudioError,
     FFmpegUnavailableError,

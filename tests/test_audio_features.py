@@ -1,4 +1,4 @@
-"""models.audio_encoder + ops.audio_features: local-only loading, FaceFormer alignment, windowing."""
+"""models.audio_encoder + ops.audio.features: local-only loading, FaceFormer alignment, windowing."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from models.audio_encoder import (
     load_audio_encoder,
     normalize_waveform,
 )
-from ops.audio_cleaning import clean_audio_file
-from ops.audio_features import FeatureWindows, extract_aligned_features, frame_count
+from ops.audio.cleaning import clean_audio_file
+from ops.audio.features import FeatureWindows, extract_aligned_features, frame_count
 from tests.conftest import SHARED_DATA
 
 DATA = SHARED_DATA

@@ -94,54 +94,270 @@ CASES = [
     Case("wav_truncated", "Bad01_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.truncate, 0.5), ("truncated WAV",)),
     Case("wav_empty", "Bad02_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_empty), ("empty (0 bytes)",)),
     Case("wav_is_text", "Bad03_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_text), ("not an audio file",)),
-    Case("wav_is_garbage", "Bad04_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_garbage), ("not an audio file",)),
-    Case("wav_silent", "Bad05_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_silent_wav, SECONDS), ("silent", "digital silence")),
-    Case("wav_nan", "Bad06_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_nan_wav, SECONDS), ("1 NaN/Inf samples",)),
-    Case("wav_very_long", "Bad07_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_very_long_wav), ("too long", "1300.0 s", "limit is 1200.0 s")),
-    Case("wav_header_claims_4gb", "Bad08_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_wav_claiming_huge_length), ("truncated WAV", "announces")),
+    Case(
+        "wav_is_garbage", "Bad04_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_garbage), ("not an audio file",)
+    ),
+    Case(
+        "wav_silent",
+        "Bad05_SEN01",
+        "cleaned_audio",
+        AUDIO,
+        _at(AUDIO, bad.write_silent_wav, SECONDS),
+        ("silent", "digital silence"),
+    ),
+    Case(
+        "wav_nan", "Bad06_SEN01", "cleaned_audio", AUDIO, _at(AUDIO, bad.write_nan_wav, SECONDS), ("1 NaN/Inf samples",)
+    ),
+    Case(
+        "wav_very_long",
+        "Bad07_SEN01",
+        "cleaned_audio",
+        AUDIO,
+        _at(AUDIO, bad.write_very_long_wav),
+        ("too long", "1300.0 s", "limit is 1200.0 s"),
+    ),
+    Case(
+        "wav_header_claims_4gb",
+        "Bad08_SEN01",
+        "cleaned_audio",
+        AUDIO,
+        _at(AUDIO, bad.write_wav_claiming_huge_length),
+        ("truncated WAV", "announces"),
+    ),
     Case("audio_missing", "Bad09_SEN01", "cleaned_audio", "audio", _remove(AUDIO), ("no audio file",)),
-    Case("audio_ambiguous", "Bad10_SEN01", "cleaned_audio", "audio", _two_audio_files, ("several audio files", "take1.wav, take2.wav")),
+    Case(
+        "audio_ambiguous",
+        "Bad10_SEN01",
+        "cleaned_audio",
+        "audio",
+        _two_audio_files,
+        ("several audio files", "take1.wav, take2.wav"),
+    ),
     # --- NPHM expression codes (nphm_expressions)
     Case("npz_folder_missing", "Bad01_SEN01", "nphm_expressions", NPZ, _remove(NPZ), ("folder is missing",)),
-    Case("npz_duplicate_frame", "Bad02_SEN01", "nphm_expressions", NPZ, _duplicate_frame, ("duplicate frame numbers", "frame_0003.npz and frame_3.npz")),
-    Case("npz_gap", "Bad03_SEN01", "nphm_expressions", NPZ, _remove(_frame(Path(NPZ), 5, ".npz")), ("gap in frame numbers", "first missing: 5")),
-    Case("npz_wrong_keys", "Bad04_SEN01", "nphm_expressions", _frame(Path(NPZ), 2, ".npz"),
-         _at(_frame(Path(NPZ), 2, ".npz"), lambda p: bad.rewrite_npz(p, drop=("expression",), something_else=np.zeros(200, np.float32))),
-         ("no expression code", "keys found: identity, something_else")),  # fmt: skip
-    Case("npz_wrong_dims", "Bad05_SEN01", "nphm_expressions", _frame(Path(NPZ), 2, ".npz"),
-         _at(_frame(Path(NPZ), 2, ".npz"), lambda p: bad.rewrite_npz(p, expression=np.zeros((2, 100), np.float32))),
-         ("'expression' has shape (2, 100)", "expected (200,)")),  # fmt: skip
-    Case("npz_wrong_dtype", "Bad06_SEN01", "nphm_expressions", _frame(Path(NPZ), 2, ".npz"),
-         _at(_frame(Path(NPZ), 2, ".npz"), lambda p: bad.rewrite_npz(p, expression=np.zeros(200, np.int32))),
-         ("dtype int32", "expected a float array")),  # fmt: skip
-    Case("npz_nan", "Bad07_SEN01", "nphm_expressions", _frame(Path(NPZ), 4, ".npz"),
-         _at(_frame(Path(NPZ), 4, ".npz"), lambda p: bad.rewrite_npz(p, expression=np.full(200, np.nan, np.float32))),
-         ("expression code contains NaN or Inf",)),  # fmt: skip
-    Case("npz_is_garbage", "Bad08_SEN01", "nphm_expressions", _frame(Path(NPZ), 1, ".npz"), _at(_frame(Path(NPZ), 1, ".npz"), bad.write_garbage), ("not a readable npz",)),
-    Case("npz_object_array", "Bad09_SEN01", "nphm_expressions", _frame(Path(NPZ), 3, ".npz"), _at(_frame(Path(NPZ), 3, ".npz"), bad.write_object_npz), ("object array", "not allowed")),
-    Case("npz_two_identities", "Bad10_SEN01", "nphm_expressions", _frame(Path(NPZ), 6, ".npz"), _at(_frame(Path(NPZ), 6, ".npz"), _other_identity), ("identity code differs", "single identity")),
-    Case("npz_truncated", "Bad11_SEN01", "nphm_expressions", _frame(Path(NPZ), 0, ".npz"), _at(_frame(Path(NPZ), 0, ".npz"), bad.truncate, 0.6), ("not a readable npz",)),
-    Case("npz_declares_40gb_array", "Bad13_SEN01", "nphm_expressions", _frame(Path(NPZ), 0, ".npz"), _at(_frame(Path(NPZ), 0, ".npz"), bad.write_npz_claiming_huge_array), ("declares shape (10000000000,)", "holds 800 bytes")),
-    Case("npz_zip_bomb", "Bad14_SEN01", "nphm_expressions", _frame(Path(NPZ), 0, ".npz"), _at(_frame(Path(NPZ), 0, ".npz"), bad.write_npz_zip_bomb), ("inflates to more than",)),
+    Case(
+        "npz_duplicate_frame",
+        "Bad02_SEN01",
+        "nphm_expressions",
+        NPZ,
+        _duplicate_frame,
+        ("duplicate frame numbers", "frame_0003.npz and frame_3.npz"),
+    ),
+    Case(
+        "npz_gap",
+        "Bad03_SEN01",
+        "nphm_expressions",
+        NPZ,
+        _remove(_frame(Path(NPZ), 5, ".npz")),
+        ("gap in frame numbers", "first missing: 5"),
+    ),
+    Case(
+        "npz_wrong_keys",
+        "Bad04_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 2, ".npz"),
+        _at(
+            _frame(Path(NPZ), 2, ".npz"),
+            lambda p: bad.rewrite_npz(p, drop=("expression",), something_else=np.zeros(200, np.float32)),
+        ),
+        ("no expression code", "keys found: identity, something_else"),
+    ),
+    Case(
+        "npz_wrong_dims",
+        "Bad05_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 2, ".npz"),
+        _at(_frame(Path(NPZ), 2, ".npz"), lambda p: bad.rewrite_npz(p, expression=np.zeros((2, 100), np.float32))),
+        ("'expression' has shape (2, 100)", "expected (200,)"),
+    ),
+    Case(
+        "npz_wrong_dtype",
+        "Bad06_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 2, ".npz"),
+        _at(_frame(Path(NPZ), 2, ".npz"), lambda p: bad.rewrite_npz(p, expression=np.zeros(200, np.int32))),
+        ("dtype int32", "expected a float array"),
+    ),
+    Case(
+        "npz_nan",
+        "Bad07_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 4, ".npz"),
+        _at(_frame(Path(NPZ), 4, ".npz"), lambda p: bad.rewrite_npz(p, expression=np.full(200, np.nan, np.float32))),
+        ("expression code contains NaN or Inf",),
+    ),
+    Case(
+        "npz_is_garbage",
+        "Bad08_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 1, ".npz"),
+        _at(_frame(Path(NPZ), 1, ".npz"), bad.write_garbage),
+        ("not a readable npz",),
+    ),
+    Case(
+        "npz_object_array",
+        "Bad09_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 3, ".npz"),
+        _at(_frame(Path(NPZ), 3, ".npz"), bad.write_object_npz),
+        ("object array", "not allowed"),
+    ),
+    Case(
+        "npz_two_identities",
+        "Bad10_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 6, ".npz"),
+        _at(_frame(Path(NPZ), 6, ".npz"), _other_identity),
+        ("identity code differs", "single identity"),
+    ),
+    Case(
+        "npz_truncated",
+        "Bad11_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 0, ".npz"),
+        _at(_frame(Path(NPZ), 0, ".npz"), bad.truncate, 0.6),
+        ("not a readable npz",),
+    ),
+    Case(
+        "npz_declares_40gb_array",
+        "Bad13_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 0, ".npz"),
+        _at(_frame(Path(NPZ), 0, ".npz"), bad.write_npz_claiming_huge_array),
+        ("declares shape (10000000000,)", "holds 800 bytes"),
+    ),
+    Case(
+        "npz_zip_bomb",
+        "Bad14_SEN01",
+        "nphm_expressions",
+        _frame(Path(NPZ), 0, ".npz"),
+        _at(_frame(Path(NPZ), 0, ".npz"), bad.write_npz_zip_bomb),
+        ("inflates to more than",),
+    ),
     Case("zero_frames", "Bad12_SEN01", "nphm_expressions", NPZ, lambda seq: None, ("no frame_<n>.npz files found",)),
     # --- FLAME meshes (flame_vertices)
-    Case("ply_is_garbage", "Bad01_SEN01", "flame_vertices", _frame(Path(FLAME_MESHES), 3, ".ply"), _at(_frame(Path(FLAME_MESHES), 3, ".ply"), bad.write_garbage), ("not a PLY file",)),
-    Case("ply_other_topology", "Bad02_SEN01", "flame_vertices", _frame(Path(FLAME_MESHES), 4, ".ply"), _at(_frame(Path(FLAME_MESHES), 4, ".ply"), bad.write_other_topology_ply), ("has 25 vertices, expected 36",)),
-    Case("ply_other_faces", "Bad03_SEN01", "flame_vertices", _frame(Path(FLAME_MESHES), 0, ".ply"), _at(_frame(Path(FLAME_MESHES), 0, ".ply"), bad.write_reordered_faces_ply), ("faces differ from the FLAME template",)),
-    Case("ply_truncated", "Bad04_SEN01", "flame_vertices", _frame(Path(FLAME_MESHES), 2, ".ply"), _at(_frame(Path(FLAME_MESHES), 2, ".ply"), bad.truncate, 0.7), ("truncated body",)),
-    Case("ply_nan", "Bad05_SEN01", "flame_vertices", _frame(Path(FLAME_MESHES), 6, ".ply"), _at(_frame(Path(FLAME_MESHES), 6, ".ply"), bad.write_nan_ply), ("NaN or Inf",)),
-    Case("flame_template_missing", "Bad06_SEN01", "flame_vertices", TEMPLATE, _remove(TEMPLATE), ("FLAME template is missing",)),
-    Case("flame_frames_missing", "Bad07_SEN01", "flame_vertices", FLAME_MESHES, _remove(FLAME_MESHES), ("folder is missing",)),
-    Case("flame_template_is_text", "Bad08_SEN01", "flame_vertices", TEMPLATE, _at(TEMPLATE, bad.write_text), ("not a PLY file",)),
+    Case(
+        "ply_is_garbage",
+        "Bad01_SEN01",
+        "flame_vertices",
+        _frame(Path(FLAME_MESHES), 3, ".ply"),
+        _at(_frame(Path(FLAME_MESHES), 3, ".ply"), bad.write_garbage),
+        ("not a PLY file",),
+    ),
+    Case(
+        "ply_other_topology",
+        "Bad02_SEN01",
+        "flame_vertices",
+        _frame(Path(FLAME_MESHES), 4, ".ply"),
+        _at(_frame(Path(FLAME_MESHES), 4, ".ply"), bad.write_other_topology_ply),
+        ("has 25 vertices, expected 36",),
+    ),
+    Case(
+        "ply_other_faces",
+        "Bad03_SEN01",
+        "flame_vertices",
+        _frame(Path(FLAME_MESHES), 0, ".ply"),
+        _at(_frame(Path(FLAME_MESHES), 0, ".ply"), bad.write_reordered_faces_ply),
+        ("faces differ from the FLAME template",),
+    ),
+    Case(
+        "ply_truncated",
+        "Bad04_SEN01",
+        "flame_vertices",
+        _frame(Path(FLAME_MESHES), 2, ".ply"),
+        _at(_frame(Path(FLAME_MESHES), 2, ".ply"), bad.truncate, 0.7),
+        ("truncated body",),
+    ),
+    Case(
+        "ply_nan",
+        "Bad05_SEN01",
+        "flame_vertices",
+        _frame(Path(FLAME_MESHES), 6, ".ply"),
+        _at(_frame(Path(FLAME_MESHES), 6, ".ply"), bad.write_nan_ply),
+        ("NaN or Inf",),
+    ),
+    Case(
+        "flame_template_missing",
+        "Bad06_SEN01",
+        "flame_vertices",
+        TEMPLATE,
+        _remove(TEMPLATE),
+        ("FLAME template is missing",),
+    ),
+    Case(
+        "flame_frames_missing",
+        "Bad07_SEN01",
+        "flame_vertices",
+        FLAME_MESHES,
+        _remove(FLAME_MESHES),
+        ("folder is missing",),
+    ),
+    Case(
+        "flame_template_is_text",
+        "Bad08_SEN01",
+        "flame_vertices",
+        TEMPLATE,
+        _at(TEMPLATE, bad.write_text),
+        ("not a PLY file",),
+    ),
     # --- NPHM meshes (nphm_meshes)
-    Case("mesh_faces_out_of_range", "Bad01_SEN01", "nphm_meshes", _frame(Path(NPHM_MESHES), 2, ".ply"), _at(_frame(Path(NPHM_MESHES), 2, ".ply"), bad.write_out_of_range_faces_ply), ("outside [0, 36)",)),
-    Case("mesh_empty_file", "Bad02_SEN01", "nphm_meshes", _frame(Path(NPHM_MESHES), 0, ".ply"), _at(_frame(Path(NPHM_MESHES), 0, ".ply"), bad.write_empty), ("not a PLY file",)),
-    Case("mesh_truncated", "Bad03_SEN01", "nphm_meshes", _frame(Path(NPHM_MESHES), 1, ".ply"), _at(_frame(Path(NPHM_MESHES), 1, ".ply"), bad.truncate, 0.5), ("truncated",)),
-    Case("mesh_nan", "Bad04_SEN01", "nphm_meshes", _frame(Path(NPHM_MESHES), 5, ".ply"), _at(_frame(Path(NPHM_MESHES), 5, ".ply"), bad.write_nan_ply), ("NaN or Inf",)),
-    Case("mesh_claims_4e9_faces", "Bad06_SEN01", "nphm_meshes", _frame(Path(NPHM_MESHES), 0, ".ply"), _at(_frame(Path(NPHM_MESHES), 0, ".ply"), bad.write_ply_claiming_faces), ("declares 4000000000 rows but only 50 could be read",)),
-    Case("mesh_gap", "Bad05_SEN01", "nphm_meshes", NPHM_MESHES, _remove(_frame(Path(NPHM_MESHES), 9, ".ply")), ("gap in frame numbers", "first missing: 9")),
+    Case(
+        "mesh_faces_out_of_range",
+        "Bad01_SEN01",
+        "nphm_meshes",
+        _frame(Path(NPHM_MESHES), 2, ".ply"),
+        _at(_frame(Path(NPHM_MESHES), 2, ".ply"), bad.write_out_of_range_faces_ply),
+        ("outside [0, 36)",),
+    ),
+    Case(
+        "mesh_empty_file",
+        "Bad02_SEN01",
+        "nphm_meshes",
+        _frame(Path(NPHM_MESHES), 0, ".ply"),
+        _at(_frame(Path(NPHM_MESHES), 0, ".ply"), bad.write_empty),
+        ("not a PLY file",),
+    ),
+    Case(
+        "mesh_truncated",
+        "Bad03_SEN01",
+        "nphm_meshes",
+        _frame(Path(NPHM_MESHES), 1, ".ply"),
+        _at(_frame(Path(NPHM_MESHES), 1, ".ply"), bad.truncate, 0.5),
+        ("truncated",),
+    ),
+    Case(
+        "mesh_nan",
+        "Bad04_SEN01",
+        "nphm_meshes",
+        _frame(Path(NPHM_MESHES), 5, ".ply"),
+        _at(_frame(Path(NPHM_MESHES), 5, ".ply"), bad.write_nan_ply),
+        ("NaN or Inf",),
+    ),
+    Case(
+        "mesh_claims_4e9_faces",
+        "Bad06_SEN01",
+        "nphm_meshes",
+        _frame(Path(NPHM_MESHES), 0, ".ply"),
+        _at(_frame(Path(NPHM_MESHES), 0, ".ply"), bad.write_ply_claiming_faces),
+        ("declares 4000000000 rows but only 50 could be read",),
+    ),
+    Case(
+        "mesh_gap",
+        "Bad05_SEN01",
+        "nphm_meshes",
+        NPHM_MESHES,
+        _remove(_frame(Path(NPHM_MESHES), 9, ".ply")),
+        ("gap in frame numbers", "first missing: 9"),
+    ),
     # --- audio vs motion (audio_features): 5 s of audio for 1 s of motion
-    Case("audio_motion_apart", "Drift01_SEN01", "audio_features", AUDIO, lambda seq: None, ("Drift01_SEN01", "+4.00 s apart", "more than the 1.0 s allowed")),
+    Case(
+        "audio_motion_apart",
+        "Drift01_SEN01",
+        "audio_features",
+        AUDIO,
+        lambda seq: None,
+        ("Drift01_SEN01", "+4.00 s apart", "more than the 1.0 s allowed"),
+    ),
 ]
 
 SEQUENCE_OPTIONS = {
@@ -164,7 +380,7 @@ REJECTED = {
 
 
 def _write_ascii_flame(seq: Path) -> None:
-    from ops.ply import read_ply
+    from ops.tracking.ply import read_ply
 
     for path in [seq / bad.FLAME_TEMPLATE, *sorted((seq / bad.FLAME_MESHES).iterdir())]:
         mesh = read_ply(path)
@@ -172,7 +388,7 @@ def _write_ascii_flame(seq: Path) -> None:
 
 
 def _write_big_endian_flame_and_ascii_meshes(seq: Path) -> None:
-    from ops.ply import read_ply
+    from ops.tracking.ply import read_ply
 
     for path in [seq / bad.FLAME_TEMPLATE, *sorted((seq / bad.FLAME_MESHES).iterdir())]:
         mesh = read_ply(path)
@@ -183,7 +399,11 @@ def _write_big_endian_flame_and_ascii_meshes(seq: Path) -> None:
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @dataclass
@@ -271,10 +491,13 @@ def test_good_and_unusual_but_valid_sequences_ingest(ingested: Ingested):
     # ASCII and big-endian PLY decode to exactly the vertices of their binary twins (same seed).
     for unusual, twin in ((ASCII_FLAME, GOOD[0]), (BIG_ENDIAN_FLAME, GOOD[1])):
         for name in ("vertices", "template", "faces"):
-            np.testing.assert_array_equal(ingested.store.read(unusual, "flame", name), ingested.store.read(twin, "flame", name))
+            np.testing.assert_array_equal(
+                ingested.store.read(unusual, "flame", name), ingested.store.read(twin, "flame", name)
+            )
     for name in ("vertices", "faces", "vertex_offsets"):
         np.testing.assert_array_equal(
-            ingested.store.read(BIG_ENDIAN_FLAME, "nphm_meshes", name), ingested.store.read(GOOD[1], "nphm_meshes", name)
+            ingested.store.read(BIG_ENDIAN_FLAME, "nphm_meshes", name),
+            ingested.store.read(GOOD[1], "nphm_meshes", name),
         )
 
 

@@ -59,7 +59,9 @@ def test_facetalk_ingest_then_dagster_cli_materializes_segments(tmp_path, tiny_e
 
 def test_facetalk_cli_reports_missing_root(tmp_path):
     env = _env(tmp_path, tmp_path / "nowhere", tmp_path / "enc")
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest"], env=env, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "ingest"], env=env, cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 2 and "nowhere" in result.stderr and "does not exist" in result.stderr
 
 
@@ -82,7 +84,9 @@ def test_sensor_registers_new_sequences_in_bounded_batches(tmp_path):
     assert len(first.run_requests) == MAX_NEW_PER_TICK
     assert all(isinstance(r, RunRequest) and r.partition_key.startswith("ID") for r in first.run_requests)
     second = tick(first.cursor)
-    assert [r.partition_key for r in second.run_requests] == [f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK, MAX_NEW_PER_TICK + 5)]
+    assert [r.partition_key for r in second.run_requests] == [
+        f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK, MAX_NEW_PER_TICK + 5)
+    ]
     third = tick(second.cursor)
     assert isinstance(third, SkipReason)  # nothing new: no storm of runs
     (data / "ID9999_NEW").mkdir()

@@ -11,7 +11,7 @@ import pytest
 import trimesh
 
 from models.heads.analytic import EXPRESSION_DIMS
-from ops.demo_data import DemoDataConfig, generate_demo_dataset
+from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
 
 CONFIG = DemoDataConfig(n_identities=3, n_sequences=2, seconds=2.0, fps=24, nphm_mesh_resolution=24, seed=3)
 
@@ -75,7 +75,7 @@ def test_meshes_are_readable_with_the_fixed_topology_and_regions(dataset):
     root, summary, _ = dataset
     regions = json.loads((root / "_meta" / "regions.json").read_text())
     V = regions["n_vertices"]
-    assert regions["topology"] and 1000 <= V <= 3000 and V == summary.n_vertices
+    assert regions["topology"] and 1000 <= V <= 3000 and summary.n_vertices == V
     for key in ("lip", "upper_face"):
         indices = np.asarray(regions[key])
         assert len(indices) > 20 and indices.min() >= 0 and indices.max() < V and len(set(indices)) == len(indices)
@@ -102,13 +102,23 @@ def test_jaw_motion_follows_the_audio_envelope(dataset):
         T = CONFIG.n_frames
         hop = rate / CONFIG.fps
         rms = np.array([np.sqrt(np.mean(mono[int(t * hop) : int((t + 1) * hop)] ** 2)) for t in range(T)])
-        codes = np.stack([np.load(folder / "nphm_tracking" / "nphm_expressions" / f"frame_{t:04d}.npz")["expression"] for t in range(T)])
+        codes = np.stack(
+            [
+                np.load(folder / "nphm_tracking" / "nphm_expressions" / f"frame_{t:04d}.npz")["expression"]
+                for t in range(T)
+            ]
+        )
         jaw = codes[:, EXPRESSION_DIMS["jaw_open"]]
         correlations.append(np.corrcoef(jaw, rms)[0, 1])
         assert jaw.max() > 0.4 and jaw.min() < 0.1  # the mouth opens and closes
         # Lips move with the jaw in the fixed-topology meshes.
         lip = np.asarray(json.loads((root / "_meta" / "regions.json").read_text())["lip"])
-        lip_y = [trimesh.load(folder / "flame_2023_tracking" / "flame_meshes" / f"frame_{t:04d}.ply", process=False).vertices[lip, 1].std() for t in range(0, T, 4)]
+        lip_y = [
+            trimesh.load(folder / "flame_2023_tracking" / "flame_meshes" / f"frame_{t:04d}.ply", process=False)
+            .vertices[lip, 1]
+            .std()
+            for t in range(0, T, 4)
+        ]
         assert np.corrcoef(lip_y, jaw[::4])[0, 1] > 0.5
     assert min(correlations) > 0.5, correlations
 

@@ -20,7 +20,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def tiny_denoiser(**overrides) -> Denoiser:
     torch.manual_seed(0)
-    cfg = ModelConfig(**{"motion_dim": 12, "audio_dim": 10, "width": 32, "layers": 2, "heads": 4, "ff": 64, "dropout": 0.0, **overrides})
+    cfg = ModelConfig(
+        **{
+            "motion_dim": 12,
+            "audio_dim": 10,
+            "width": 32,
+            "layers": 2,
+            "heads": 4,
+            "ff": 64,
+            "dropout": 0.0,
+            **overrides,
+        }
+    )
     return Denoiser(cfg).eval()
 
 

@@ -109,14 +109,20 @@ class RecordingDenoiser(torch.nn.Module):
 def test_loss_is_zero_for_a_perfect_x0_prediction_and_counts_velocity():
     diff = GaussianDiffusion(DiffusionConfig(steps=100))
     x0 = torch.randn(4, 6, 3)
-    perfect = diffusion_loss(RecordingDenoiser(x0), diff, x0, torch.randn(4, 6, 2), cond_drop_prob=0.25, velocity_weight=1.0)
+    perfect = diffusion_loss(
+        RecordingDenoiser(x0), diff, x0, torch.randn(4, 6, 2), cond_drop_prob=0.25, velocity_weight=1.0
+    )
     assert perfect.total.item() == 0.0
-    offset = diffusion_loss(RecordingDenoiser(x0 + 1.0), diff, x0, torch.randn(4, 6, 2), cond_drop_prob=0.0, velocity_weight=1.0)
+    offset = diffusion_loss(
+        RecordingDenoiser(x0 + 1.0), diff, x0, torch.randn(4, 6, 2), cond_drop_prob=0.0, velocity_weight=1.0
+    )
     assert offset.x0_mse.item() == pytest.approx(1.0)
     assert offset.velocity_mse.item() == pytest.approx(0.0)  # a constant offset does not change velocity
     jitter = x0.clone()
     jitter[:, ::2] += 1.0
-    rough = diffusion_loss(RecordingDenoiser(jitter), diff, x0, torch.randn(4, 6, 2), cond_drop_prob=0.0, velocity_weight=0.5)
+    rough = diffusion_loss(
+        RecordingDenoiser(jitter), diff, x0, torch.randn(4, 6, 2), cond_drop_prob=0.0, velocity_weight=0.5
+    )
     assert rough.velocity_mse.item() == pytest.approx(1.0)
     assert rough.total.item() == pytest.approx(rough.x0_mse.item() + 0.5)
 
@@ -125,8 +131,15 @@ def test_audio_is_dropped_per_sample_at_the_configured_rate():
     diff = GaussianDiffusion(DiffusionConfig(steps=100))
     x0 = torch.zeros(4000, 2, 1)
     recorder = RecordingDenoiser(x0)
-    diffusion_loss(recorder, diff, x0, torch.zeros(4000, 2, 1), cond_drop_prob=0.25, velocity_weight=0.0,
-                   generator=torch.Generator().manual_seed(0))
+    diffusion_loss(
+        recorder,
+        diff,
+        x0,
+        torch.zeros(4000, 2, 1),
+        cond_drop_prob=0.25,
+        velocity_weight=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     _, t, keep = recorder.calls[0]
     assert keep.float().mean().item() == pytest.approx(0.75, abs=0.03)
     assert t.min() >= 0 and t.max() < 100 and len(t.unique()) > 90
@@ -137,6 +150,13 @@ def test_loss_is_deterministic_given_a_generator():
     x0 = torch.randn(8, 4, 3)
     a, b = RecordingDenoiser(x0), RecordingDenoiser(x0)
     for rec in (a, b):
-        diffusion_loss(rec, diff, x0, torch.zeros(8, 4, 1), cond_drop_prob=0.25, velocity_weight=0.0,
-                       generator=torch.Generator().manual_seed(7))
+        diffusion_loss(
+            rec,
+            diff,
+            x0,
+            torch.zeros(8, 4, 1),
+            cond_drop_prob=0.25,
+            velocity_weight=0.0,
+            generator=torch.Generator().manual_seed(7),
+        )
     torch.testing.assert_close(a.calls[0][0], b.calls[0][0])

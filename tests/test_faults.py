@@ -43,7 +43,7 @@ import contextlib, json, os, signal, sys, traceback
 
 import dagster, torch, zarr  # noqa: F401  (imported once, shared by every forked run)
 from transformers import Wav2Vec2Config, Wav2Vec2Model  # noqa: F401  (the encoder loads lazily)
-import models.audio_encoder, ops.audio_features, ops.segment_checks, ops.segmenting  # noqa: F401
+import models.audio_encoder, ops.audio.features, ops.dataset.checks, ops.dataset.segmenting  # noqa: F401
 import pipelines.assets.ingestion, pipelines.assets.segments, pipelines.runner  # noqa: F401
 import storage.segments, storage.sequence_store
 from pipelines.cli import main
@@ -144,7 +144,7 @@ class ForkServer:
     def __init__(self, log: Path):
         env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
         self.log = log
-        self._stderr = open(log, "w")
+        self._stderr = open(log, "w")  # noqa: SIM115 - closed after the process ends
         self.process = subprocess.Popen(
             [sys.executable, "-c", FORK_SERVER], cwd=REPO, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -340,9 +340,13 @@ def test_component_replacement_killed_between_renames_keeps_the_old_one(setup: S
     replaced = SequenceStore(store)
     assert replaced.attrs(key, "nphm")[FINGERPRINT_ATTR] != reference.attrs(key, "nphm")[FINGERPRINT_ATTR]
     np.testing.assert_array_equal(replaced.read(key, "nphm", "expression")[0], new_code)
-    np.testing.assert_array_equal(replaced.read(key, "nphm", "expression")[1:], reference.read(key, "nphm", "expression")[1:])
+    np.testing.assert_array_equal(
+        replaced.read(key, "nphm", "expression")[1:], reference.read(key, "nphm", "expression")[1:]
+    )
     for other in KEYS[1:]:
-        np.testing.assert_array_equal(replaced.read(other, "nphm", "expression"), reference.read(other, "nphm", "expression"))
+        np.testing.assert_array_equal(
+            replaced.read(other, "nphm", "expression"), reference.read(other, "nphm", "expression")
+        )
 
 
 def test_segment_writing_killed_keeps_current_then_rerun_completes(setup: Setup):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from ops.errors import TrackingError
-from ops.flame_tracking import FLAME_MESHES_DIR, FLAME_TEMPLATE, read_flame_tracking
-from ops.ply import write_ply
+from ops.tracking.errors import TrackingError
+from ops.tracking.flame import FLAME_MESHES_DIR, FLAME_TEMPLATE, read_flame_tracking
+from ops.tracking.ply import write_ply
 from tests.conftest import SHARED_DATA
 
 SHARED_HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"

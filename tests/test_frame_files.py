@@ -2,8 +2,8 @@ import pickle
 
 import pytest
 
-from ops.errors import TrackingError
-from ops.frame_files import list_frames, require_matching_frames
+from ops.tracking.errors import TrackingError
+from ops.tracking.frame_files import list_frames, require_matching_frames
 
 
 def touch(folder, *names):

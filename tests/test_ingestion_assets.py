@@ -17,7 +17,9 @@ from tests.builders import write_sequence
 def dataset(tmp_path):
     root = tmp_path / "data"
     for identity in range(3):
-        write_sequence(root, f"ID{identity}_SEN01", n_frames=60, seed=identity, sample_rate=(16_000, 44_100, 22_050)[identity])
+        write_sequence(
+            root, f"ID{identity}_SEN01", n_frames=60, seed=identity, sample_rate=(16_000, 44_100, 22_050)[identity]
+        )
     return root
 
 
@@ -32,7 +34,9 @@ def resources(tmp_path, dataset, tiny_encoder_dir):
 
 def _materialize_sequence(key, resources, instance):
     instance.add_dynamic_partitions("sequences", [key])
-    return materialize(per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False)
+    return materialize(
+        per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False
+    )
 
 
 def _metadata(result):

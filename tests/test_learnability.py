@@ -18,9 +18,9 @@ from models.checkpoint import load_motion_model
 from models.config import load_config
 from models.heads.analytic import EXPRESSION_DIMS
 from models.train import train
-from ops.demo_data import DemoDataConfig, generate_demo_dataset
-from ops.segmenting import SegmentingConfig, build_training_segments
-from ops.sequence_ingest import EncoderSource, ingest_audio_features, ingest_cleaned_audio, ingest_nphm_expressions
+from ops.dataset.segmenting import SegmentingConfig, build_training_segments
+from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
+from ops.tracking.ingest import EncoderSource, ingest_audio_features, ingest_cleaned_audio, ingest_nphm_expressions
 from pipelines.settings import PROJECT_ROOT
 from storage.layout import scan_dataset
 from storage.segments import SegmentReader
@@ -50,7 +50,9 @@ def test_model_follows_the_audio_better_than_without_it(tmp_path, tiny_encoder_d
     model = load_motion_model(result.model_checkpoint)
 
     reader = SegmentReader(segments.path)
-    test_sequences = sorted(set(reader.manifest.column("sequence").to_numpy(zero_copy_only=False)[reader.indices("test")]))
+    test_sequences = sorted(
+        set(reader.manifest.column("sequence").to_numpy(zero_copy_only=False)[reader.indices("test")])
+    )
     with_audio, without_audio, l2_audio, l2_null = [], [], [], []
     for number, key in enumerate(test_sequences):
         features = store.read(key, "audio_features", "features")

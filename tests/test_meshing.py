@@ -7,7 +7,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from models.heads.analytic import AnalyticHead
-from ops.meshing import NPHM_BOUNDS, extract_mesh, smooth_vertex_sequence
+from ops.geometry.meshing import NPHM_BOUNDS, extract_mesh
 from tests.builders import analytic_expression as code
 
 RESOLUTION = 40
@@ -55,7 +55,9 @@ def test_opening_the_jaw_changes_the_mouth_region(head):
     chin = lambda v: v[(np.abs(v[:, 0]) < 0.03) & (v[:, 2] > 0.1), 1].min()
     assert chin(opened.vertices) < chin(closed.vertices) - 0.02  # the chin went down
     far_from_mouth = lambda v: v[v[:, 1] > 0.3]
-    assert np.allclose(np.sort(far_from_mouth(closed.vertices), 0), np.sort(far_from_mouth(opened.vertices), 0), atol=1e-5)
+    assert np.allclose(
+        np.sort(far_from_mouth(closed.vertices), 0), np.sort(far_from_mouth(opened.vertices), 0), atol=1e-5
+    )
 
 
 def test_bad_arguments_raise_clear_errors(head):
@@ -63,22 +65,3 @@ def test_bad_arguments_raise_clear_errors(head):
         extract_mesh(head, torch.zeros(1344), torch.zeros(200), method="sparse")
     with pytest.raises(ValueError, match="no surface"):
         extract_mesh(head, torch.zeros(1344), torch.zeros(200), resolution=16, bounds=((2, 2, 2), (3, 3, 3)))
-
-
-def test_smooth_vertex_sequence_damps_jitter_but_keeps_masked_motion():
-    rng = np.random.default_rng(0)
-    frames, n = 60, 200
-    base = rng.uniform(-0.3, 0.3, (n, 3))
-    base[:20] = [0.0, -0.1, 0.25] + rng.normal(0, 0.005, (20, 3))  # a "mouth" cluster
-    jitter = rng.normal(0, 0.01, (frames, n, 3))
-    vertices = (base + jitter).astype(np.float32)
-    keep = np.zeros(n, dtype=bool)
-    keep[:20] = True
-    out = smooth_vertex_sequence(vertices, keep, strength=2.0, falloff=0.05)
-    assert out.shape == vertices.shape and out.dtype == vertices.dtype
-    np.testing.assert_array_equal(out[:, keep], vertices[:, keep])
-    far = np.linalg.norm(base - base[:20].mean(0), axis=1) > 0.1
-    assert np.diff(out[:, far], axis=0).std() < 0.4 * np.diff(vertices[:, far], axis=0).std()
-    np.testing.assert_array_equal(smooth_vertex_sequence(vertices, keep, strength=0.0), vertices)
-    with pytest.raises(ValueError, match="keep_mask"):
-        smooth_vertex_sequence(vertices, keep[:10], strength=1.0)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ops.metrics import (
+from ops.evaluation.metrics import (
     audio_rms_per_frame,
     diversity,
     expression_l2,
@@ -15,7 +15,6 @@ from ops.metrics import (
     lip_vertex_error,
     lip_vertex_error_mm,
     mean_vertex_error,
-    mouth_opening,
 )
 
 
@@ -87,14 +86,6 @@ def test_diversity_is_mean_pairwise_distance():
     assert diversity(samples) == pytest.approx(2.0)
     with pytest.raises(ValueError, match="K>=2"):
         diversity(samples[:1])
-
-
-def test_mouth_opening_between_mean_lip_points():
-    vertices = np.zeros((1, 3, 3))
-    vertices[0, 0] = [0, 1, 0]
-    vertices[0, 1] = [0, 3, 0]  # upper lip mean y = 2
-    vertices[0, 2] = [0, -1, 0]  # lower lip y = -1
-    assert mouth_opening(vertices, [0, 1], [2]) == pytest.approx([3.0])
 
 
 def _square_wave_audio(amplitudes, samples_per_frame):

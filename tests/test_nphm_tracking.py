@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ops.errors import TrackingError
-from ops.nphm_tracking import (
+from ops.tracking.errors import TrackingError
+from ops.tracking.nphm import (
     EXPRESSION_KEYS,
     IDENTITY_KEYS,
     NPHM_EXPRESSIONS_DIR,
@@ -15,7 +15,7 @@ from ops.nphm_tracking import (
     read_nphm_meshes,
     require_meshes_match_expressions,
 )
-from ops.ply import write_ply
+from ops.tracking.ply import write_ply
 
 RNG = np.random.default_rng(0)
 IDENTITY = RNG.standard_normal(1344).astype(np.float32)
@@ -320,7 +320,7 @@ def test_mesh_without_faces_is_an_error(tmp_path):
 
 
 def test_plain_and_compressed_npz_take_the_fast_reader(tmp_path):
-    from ops.nphm_tracking import _open_npz
+    from ops.tracking.nphm import _open_npz
 
     for save in (np.savez, np.savez_compressed):
         path = tmp_path / f"{save.__name__}.npz"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from ops.errors import TrackingError
-from ops.ply import read_ply, read_ply_vertices, write_ply
+from ops.tracking.errors import TrackingError
+from ops.tracking.ply import read_ply, read_ply_vertices, write_ply
 from tests.conftest import SHARED_DATA
 
 SHARED_HEAD = SHARED_DATA / "nphm_template_flame_topology.ply"

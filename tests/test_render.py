@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from ops.render import (
+from ops.geometry.render import (
     RenderBackendError,
     RenderConfig,
     Renderer,
-    render_comparison,
     render_sequence,
-    render_vertex_sequence,
     side_by_side,
     vertex_normals,
 )
@@ -61,7 +59,7 @@ def test_sphere_is_centered_on_background(renderer):
 def test_camera_is_fixed_for_the_whole_sequence(renderer):
     vertices, faces = _sphere()
     sequence = np.stack([0.5 * vertices, vertices])  # the head "grows" between frames
-    small, large = list(render_vertex_sequence(renderer, sequence, faces))
+    small, large = list(render_sequence(renderer, [(frame, faces) for frame in sequence]))
     small_area = _foreground(small, renderer.config).mean()
     large_area = _foreground(large, renderer.config).mean()
     # A camera refitted per frame would show both at the same size; a fixed one shows 1/4 area.
@@ -105,8 +103,10 @@ def test_view_direction_is_configurable():
 def test_side_by_side_doubles_width(renderer):
     vertices, faces = _sphere()
     pairs = [(vertices, faces)]
-    plain = next(render_comparison(renderer, pairs, [(vertices * 0.8, faces)], labels=None))
-    labelled = next(render_comparison(renderer, pairs, [(vertices * 0.8, faces)]))
+    renderer.fit_camera(vertices.min(0), vertices.max(0))
+    left, right = renderer.render(*pairs[0]), renderer.render(vertices * 0.8, faces)
+    plain = side_by_side(left, right)
+    labelled = side_by_side(left, right, ("ground truth", "generated"))
     assert plain.shape == (SIZE, 2 * SIZE, 3) == labelled.shape
     assert not np.array_equal(plain, labelled)  # captions were drawn
     assert not np.array_equal(plain[:, :SIZE], plain[:, SIZE:])  # two different panels

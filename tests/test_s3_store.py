@@ -25,8 +25,8 @@ if importlib.util.find_spec("s3fs") is None or importlib.util.find_spec("moto") 
 from dagster import DagsterInstance, materialize
 
 from models.data import SegmentDataset
-from ops import sequence_ingest as ingest
-from ops.segmenting import SegmentingConfig, build_training_segments
+from ops.dataset.segmenting import SegmentingConfig, build_training_segments
+from ops.tracking import ingest as ingest
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
@@ -57,7 +57,9 @@ def s3_endpoint(tmp_path_factory):
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "w") as handle:
         server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=handle, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
@@ -127,10 +129,14 @@ def _run_pipeline(dataset: Path, store_root: str, encoder: Path) -> None:
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("sequences", KEYS)
     for key in KEYS:
-        result = materialize(per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False)
+        result = materialize(
+            per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False
+        )
         assert result.success, failure_messages(result)
     run_config = {"ops": {"training_segments": {"config": SEGMENTS}}}
-    result = materialize([training_segments], resources=resources, instance=instance, run_config=run_config, raise_on_error=False)
+    result = materialize(
+        [training_segments], resources=resources, instance=instance, run_config=run_config, raise_on_error=False
+    )
     assert result.success, failure_messages(result)
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(checks) == 3 and all(c.passed for c in checks)
@@ -171,7 +177,9 @@ def test_pipeline_on_s3_equals_local_store(dataset, tmp_path, s3_root, tiny_enco
     _assert_same_segment_stores(local_segments, remote_segments)
 
     # A training batch: shuffled train segments, repeats allowed, read the way the loader reads them.
-    local_batch = SegmentDataset(local_segments, SegmentReader(local_segments).indices("train")).__getitems__([3, 0, 2, 0])
+    local_batch = SegmentDataset(local_segments, SegmentReader(local_segments).indices("train")).__getitems__(
+        [3, 0, 2, 0]
+    )
     reader = SegmentReader(remote_segments)
     rows = reader.indices("train")[[3, 0, 2, 0]]
     np.testing.assert_array_equal(reader.read("expression", rows), local_batch["motion"].numpy())
@@ -272,7 +280,9 @@ def test_interrupted_segment_store_on_s3_keeps_current_then_rerun_completes(s3_r
     keys = KEYS[:2]
     _ingest_directly(remote, keys)
     _ingest_directly(local, keys)
-    previous = build_training_segments(remote, keys, SegmentingConfig(segment_frames=24, stride=24, include_flame=False))
+    previous = build_training_segments(
+        remote, keys, SegmentingConfig(segment_frames=24, stride=24, include_flame=False)
+    )
     config = SegmentingConfig(segment_frames=24, stride=12, include_flame=False)
 
     original = SegmentStoreWriter.write

@@ -20,15 +20,16 @@ from models.samplers import (
     sample,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(steps: int = 1000) -> ExperimentConfig:
-    return config_from_dict({
-        "model": {"motion_dim": 6, "audio_dim": 5, "width": 16, "layers": 1, "heads": 2, "ff": 32, "dropout": 0.0},
-        "diffusion": {"steps": steps},
-    })
+    return config_from_dict(
+        {
+            "model": {"motion_dim": 6, "audio_dim": 5, "width": 16, "layers": 1, "heads": 2, "ff": 32, "dropout": 0.0},
+            "diffusion": {"steps": steps},
+        }
+    )
 
 
 def tiny_parts(steps: int = 1000):
@@ -121,8 +122,10 @@ def test_motion_model_generates_denormalised_codes():
     batch = model.generate(np.random.randn(2, 30, 5).astype(np.float32), steps=5, seed=0, method="ddim")
     assert one.shape == (30, 6) and batch.shape == (2, 30, 6)
     assert isinstance(one, np.ndarray) and abs(one.mean() - 5.0) < 0.5  # denormalised with the stored stats
-    np.testing.assert_array_equal(model.generate(np.ones((30, 5), np.float32), steps=5, seed=4),
-                                  model.generate(np.ones((30, 5), np.float32), steps=5, seed=4))
+    np.testing.assert_array_equal(
+        model.generate(np.ones((30, 5), np.float32), steps=5, seed=4),
+        model.generate(np.ones((30, 5), np.float32), steps=5, seed=4),
+    )
 
 
 def test_audio_shorter_than_a_segment_is_refused_when_asked():

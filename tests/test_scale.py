@@ -33,7 +33,9 @@ def test_sensor_registers_2000_partitions_and_work_runs_for_some(tmp_path, tiny_
     started = time.perf_counter()
     while True:
         tick_start = time.perf_counter()
-        result = sequence_folder_sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"dataset": dataset}))
+        result = sequence_folder_sensor(
+            build_sensor_context(instance=instance, cursor=cursor, resources={"dataset": dataset})
+        )
         tick_seconds.append(time.perf_counter() - tick_start)
         if not getattr(result, "run_requests", None):
             break
@@ -42,7 +44,9 @@ def test_sensor_registers_2000_partitions_and_work_runs_for_some(tmp_path, tiny_
         requested += [r.partition_key for r in result.run_requests]
         cursor = result.cursor
     total = time.perf_counter() - started
-    print(f"{N_SEQUENCES} partitions in {len(tick_seconds)} ticks, {total:.2f} s; slowest tick {max(tick_seconds):.3f} s")
+    print(
+        f"{N_SEQUENCES} partitions in {len(tick_seconds)} ticks, {total:.2f} s; slowest tick {max(tick_seconds):.3f} s"
+    )
     assert len(requested) == len(set(requested)) == N_SEQUENCES
     assert len(tick_seconds) == N_SEQUENCES // MAX_NEW_PER_TICK + 1
     assert max(tick_seconds) < 10 and total < 60
@@ -55,7 +59,9 @@ def test_sensor_registers_2000_partitions_and_work_runs_for_some(tmp_path, tiny_
     }
     for key in real:
         assert materialize(per_sequence_assets, partition_key=key, instance=instance, resources=resources).success
-    empty = materialize(per_sequence_assets, partition_key="ID0500_SEN00", instance=instance, resources=resources, raise_on_error=False)
+    empty = materialize(
+        per_sequence_assets, partition_key="ID0500_SEN00", instance=instance, resources=resources, raise_on_error=False
+    )
     assert not empty.success  # an empty folder fails with its own message, the others are unaffected
 
 
@@ -80,11 +86,25 @@ def test_gpu_pool_runs_training_one_at_a_time(tmp_path, tiny_encoder_dir):
     subprocess.run([*cli, "ingest"], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
     segments = tmp_path / "segments.yaml"
     segments.write_text("ops:\n  training_segments:\n    config:\n      segment_frames: 24\n      stride: 12\n")
-    subprocess.run([*cli, "segments", "-c", str(segments)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [*cli, "segments", "-c", str(segments)], env=env, cwd=REPO, check=True, capture_output=True, timeout=600
+    )
 
     config = tmp_path / "train.yaml"
     config.write_text("ops:\n  facetalk_model:\n    config:\n      max_steps: 10\n      batch_size: 4\n")
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines", "--select", "facetalk_model", "-c", str(config)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines",
+        "--select",
+        "facetalk_model",
+        "-c",
+        str(config),
+    ]
     first = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for process in (first, second):
@@ -100,5 +120,5 @@ def test_gpu_pool_runs_training_one_at_a_time(tmp_path, tiny_encoder_dir):
         end = [e.timestamp for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS)]
         spans.append((min(start), max(end)))
     assert len(spans) == 2
-    (a_start, a_end), (b_start, b_end) = sorted(spans)
+    (_a_start, a_end), (b_start, _b_end) = sorted(spans)
     assert a_end <= b_start, f"training steps overlapped: {spans}"

@@ -114,14 +114,18 @@ def _manifest(n):
 def test_segment_store_direct_reads_match_zarr(tmp_path):
     rng = np.random.default_rng(1)
     expression = rng.standard_normal((37, 48, 200)).astype(np.float32)
-    with write_segment_store(tmp_path / "v1", 37, {"expression": FieldSpec((48, 200))}, _manifest(37), {"fps": 24}) as writer:
+    with write_segment_store(
+        tmp_path / "v1", 37, {"expression": FieldSpec((48, 200))}, _manifest(37), {"fps": 24}
+    ) as writer:
         writer.write("expression", 0, expression[:20])
         writer.write("expression", 20, expression[20:])
     reader = SegmentReader(tmp_path / "v1")
     order = rng.permutation(37)
     np.testing.assert_array_equal(reader.read("expression", order), expression[order])
     np.testing.assert_array_equal(reader.read("expression", [3, 3, 0]), expression[[3, 3, 0]])
-    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "v1" / "segments.zarr"), mode="r")["expression"][:], expression)
+    np.testing.assert_array_equal(
+        zarr.open_group(str(tmp_path / "v1" / "segments.zarr"), mode="r")["expression"][:], expression
+    )
     assert list(reader.indices("val")) == list(range(1, 37, 3))
     assert reader.attrs["fps"] == 24 and reader.attrs["n_segments"] == 37
     with pytest.raises(IndexError):

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
-from ops.meshing import Mesh
-from ops.talking_head import (
+from ops.geometry.meshing import Mesh
+from ops.geometry.talking_head import (
     PlyMeshSequence,
     expression_meshes,
     mesh_frames,
@@ -19,8 +19,8 @@ from ops.talking_head import (
     torch_threads,
     write_meshes_ply,
 )
-from ops.video import probe_video
 from tests.builders import grid_mesh, speech_like
+from tests.video_tools import probe_video
 
 FPS = 24
 SIZE = 64

@@ -18,8 +18,8 @@ from models.checkpoint import (
 from models.config import ExperimentConfig, config_from_dict
 from models.data import SegmentDataModule, SegmentDataset, _already_batched
 from models.motion_codec import fit_pca_basis
-from models.synthetic_segments import write_synthetic_segment_store
 from models.train import MODEL_FILE, RESULT_FILE, train
+from ops.demo.synthetic_segments import write_synthetic_segment_store
 from storage.segments import SegmentStoreError
 
 pytestmark = pytest.mark.slow
@@ -28,18 +28,41 @@ AUDIO_DIM, FRAMES = 16, 24
 
 
 def tiny_config(**train_overrides) -> ExperimentConfig:
-    return config_from_dict({
-        "model": {"motion_dim": 200, "audio_dim": AUDIO_DIM, "width": 32, "layers": 1, "heads": 2, "ff": 64, "dropout": 0.0},
-        "diffusion": {"scale_augment": [0.9, 1.1], "guidance": 2.0},
-        "train": {"batch_size": 8, "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 5, "max_steps": 40, "val_every": 10,
-                  "val_batches": 2, "ema_decay": 0.9, "num_workers": 0, "log_every": 10, "cpu_threads": 1, **train_overrides},
-    })
+    return config_from_dict(
+        {
+            "model": {
+                "motion_dim": 200,
+                "audio_dim": AUDIO_DIM,
+                "width": 32,
+                "layers": 1,
+                "heads": 2,
+                "ff": 64,
+                "dropout": 0.0,
+            },
+            "diffusion": {"scale_augment": [0.9, 1.1], "guidance": 2.0},
+            "train": {
+                "batch_size": 8,
+                "lr": 3e-3,
+                "weight_decay": 0.0,
+                "warmup_steps": 5,
+                "max_steps": 40,
+                "val_every": 10,
+                "val_batches": 2,
+                "ema_decay": 0.9,
+                "num_workers": 0,
+                "log_every": 10,
+                "cpu_threads": 1,
+                **train_overrides,
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    return write_synthetic_segment_store(tmp_path_factory.mktemp("seg") / "v1", n_train=32, n_val=8,
-                                         segment_frames=FRAMES, audio_dim=AUDIO_DIM)
+    return write_synthetic_segment_store(
+        tmp_path_factory.mktemp("seg") / "v1", n_train=32, n_val=8, segment_frames=FRAMES, audio_dim=AUDIO_DIM
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +117,10 @@ def test_incompatible_checkpoint_is_refused_and_previous_model_survives(first_ru
         train(wider, store, out, resume=True)
     with pytest.raises(IncompatibleCheckpointError, match=r"model\.width"):
         load_motion_model(out / MODEL_FILE, expected_config=wider)
-    assert load_motion_model(out / MODEL_FILE).generate(np.zeros((10, AUDIO_DIM), np.float32), steps=2).shape == (10, 200)
+    assert load_motion_model(out / MODEL_FILE).generate(np.zeros((10, AUDIO_DIM), np.float32), steps=2).shape == (
+        10,
+        200,
+    )
 
 
 def test_missing_and_unreadable_checkpoints_fail_clearly(tmp_path):
@@ -113,13 +139,19 @@ def test_missing_and_unreadable_checkpoints_fail_clearly(tmp_path):
 def test_store_problems_fail_before_training(tmp_path):
     with pytest.raises(SegmentStoreError, match="does not exist"):
         train(tiny_config(), tmp_path / "missing", tmp_path / "out")
-    empty = write_synthetic_segment_store(tmp_path / "empty", n_train=0, n_val=0, segment_frames=FRAMES, audio_dim=AUDIO_DIM)
+    empty = write_synthetic_segment_store(
+        tmp_path / "empty", n_train=0, n_val=0, segment_frames=FRAMES, audio_dim=AUDIO_DIM
+    )
     with pytest.raises(SegmentStoreError, match=r"empty"):
         train(tiny_config(), empty, tmp_path / "out")
-    small = write_synthetic_segment_store(tmp_path / "small", n_train=5, n_val=2, segment_frames=FRAMES, audio_dim=AUDIO_DIM)
+    small = write_synthetic_segment_store(
+        tmp_path / "small", n_train=5, n_val=2, segment_frames=FRAMES, audio_dim=AUDIO_DIM
+    )
     with pytest.raises(SegmentStoreError, match=r"5 train segments, fewer than one batch"):
         train(tiny_config(), small, tmp_path / "out")
-    no_val = write_synthetic_segment_store(tmp_path / "noval", n_train=8, n_val=0, segment_frames=FRAMES, audio_dim=AUDIO_DIM)
+    no_val = write_synthetic_segment_store(
+        tmp_path / "noval", n_train=8, n_val=0, segment_frames=FRAMES, audio_dim=AUDIO_DIM
+    )
     with pytest.raises(SegmentStoreError, match=r"no 'val' segments"):
         train(tiny_config(), no_val, tmp_path / "out")
     wide = write_synthetic_segment_store(tmp_path / "wide", n_train=8, n_val=2, segment_frames=FRAMES, audio_dim=24)
@@ -162,8 +194,9 @@ def test_pca_basis_recovers_a_low_rank_motion_space():
 
 
 def test_flame_variant_trains_on_pca_codes_and_decodes_offsets(tmp_path):
-    store = write_synthetic_segment_store(tmp_path / "seg", n_train=16, n_val=4, segment_frames=FRAMES,
-                                          audio_dim=AUDIO_DIM, n_vertices=40)
+    store = write_synthetic_segment_store(
+        tmp_path / "seg", n_train=16, n_val=4, segment_frames=FRAMES, audio_dim=AUDIO_DIM, n_vertices=40
+    )
     raw = tiny_config(max_steps=10, val_every=10).to_dict()
     raw["model"]["motion_dim"] = 16
     raw["data"] = {"variant": "flame", "pca_components": 16, "pca_fit_frames": 300}

@@ -38,7 +38,13 @@ def _meta(result, key):
 def test_models_train_and_retrain_sensor_follows_new_data(ingested, tmp_path):
     instance, resources, data = ingested
     run_config = {"ops": {"facetalk_model": {"config": TRAIN}, "flame_model": {"config": TRAIN}}}
-    result = materialize([facetalk_model, flame_model], resources=resources, instance=instance, run_config=run_config, raise_on_error=False)
+    result = materialize(
+        [facetalk_model, flame_model],
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        raise_on_error=False,
+    )
     assert result.success, failure_messages(result)
     for name in ("facetalk_model", "flame_model"):
         meta = _meta(result, name)
@@ -57,7 +63,12 @@ def test_models_train_and_retrain_sensor_follows_new_data(ingested, tmp_path):
 
 def test_failed_training_keeps_previous_model(ingested, tmp_path):
     instance, resources, _ = ingested
-    ok = materialize([facetalk_model], resources=resources, instance=instance, run_config={"ops": {"facetalk_model": {"config": TRAIN}}})
+    ok = materialize(
+        [facetalk_model],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"facetalk_model": {"config": TRAIN}}},
+    )
     checkpoint = tmp_path / "store" / "checkpoints" / "facetalk_model" / "model.ckpt"
     before = checkpoint.read_bytes()
     bad = {"ops": {"facetalk_model": {"config": {**TRAIN, "batch_size": 10_000}}}}
@@ -67,7 +78,12 @@ def test_failed_training_keeps_previous_model(ingested, tmp_path):
     assert checkpoint.read_bytes() == before
 
     # A retrain after a finished run trains a new model instead of resuming at max_steps.
-    again = materialize([facetalk_model], resources=resources, instance=instance, run_config={"ops": {"facetalk_model": {"config": TRAIN}}})
+    again = materialize(
+        [facetalk_model],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"facetalk_model": {"config": TRAIN}}},
+    )
     meta = _meta(again, "facetalk_model")
     assert meta["steps"] == 12 and meta["resumed_from"] == ""
     assert checkpoint.read_bytes() != before

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.config import load_config, save_config
-from models.synthetic_segments import write_synthetic_segment_store
+from ops.demo.synthetic_segments import write_synthetic_segment_store
 from pipelines.settings import PROJECT_ROOT
 
 MAX_STEPS = 120
@@ -19,13 +19,25 @@ MAX_STEPS = 120
 
 @pytest.mark.slow
 def test_training_killed_then_resumed_continues_the_step_count(tmp_path):
-    segments = write_synthetic_segment_store(tmp_path / "segments", n_train=64, n_val=16, segment_frames=24, audio_dim=32)
+    segments = write_synthetic_segment_store(
+        tmp_path / "segments", n_train=64, n_val=16, segment_frames=24, audio_dim=32
+    )
     config = load_config(PROJECT_ROOT / "configs" / "tiny.yaml").replace(
         model={"audio_dim": 32}, train={"max_steps": MAX_STEPS, "val_every": 20, "batch_size": 8}
     )
     save_config(config, tmp_path / "config.yaml")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "models.train", "-c", str(tmp_path / "config.yaml"), "--segments", str(segments), "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "models.train",
+        "-c",
+        str(tmp_path / "config.yaml"),
+        "--segments",
+        str(segments),
+        "--out",
+        str(out),
+    ]
 
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240

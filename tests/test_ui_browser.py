@@ -112,7 +112,13 @@ def server(browser, tmp_path_factory, tiny_encoder_dir) -> Iterator[DagsterServe
     with running_dagster_dev(REPO / "workspace.yaml", env, root / "dagster_dev.log") as dev:
         # Ingest while the server starts: both mostly import, and the instance takes both writers.
         ingest = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", "ingest"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+            [sys.executable, "-m", "pipelines.cli", "ingest"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
         assert "ingested 3 of 3 sequences; 0 failed" in ingest.stdout
@@ -181,7 +187,9 @@ def test_catalog_lists_every_asset_and_which_were_materialized(server, segments_
         partitioned = sum(a.is_partitioned for a in defined)
         never_materialized = len(defined) - partitioned - 1
         expect(page.get_by_text("3 partitions", exact=True)).to_have_count(partitioned, timeout=PAGE_TIMEOUT_MS)
-        expect(page.get_by_text("Never materialized", exact=True)).to_have_count(never_materialized, timeout=PAGE_TIMEOUT_MS)
+        expect(page.get_by_text("Never materialized", exact=True)).to_have_count(
+            never_materialized, timeout=PAGE_TIMEOUT_MS
+        )
         expect(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0, timeout=PAGE_TIMEOUT_MS)
     assert _screenshot(page, tmp_path, "catalog").stat().st_size > 10_000
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from ops.render import RenderConfig, Renderer, render_comparison, render_vertex_sequence
-from ops.video import FfmpegError, Mp4Writer, VideoConfig, probe_video, write_mp4
+from ops.geometry.render import RenderConfig, Renderer, render_sequence, side_by_side
+from ops.geometry.video import FfmpegError, Mp4Writer, VideoConfig
+from tests.video_tools import probe_video, write_mp4
 
 FPS = 24
 N_FRAMES = 30
@@ -46,7 +47,7 @@ def test_render_to_mp4_round_trip(tmp_path):
     sequence, faces = _talking_sphere()
     target = tmp_path / "talk.mp4"
     with Renderer(RenderConfig(width=128, height=96)) as renderer:
-        frames = render_vertex_sequence(renderer, sequence, faces)  # a generator: streamed
+        frames = render_sequence(renderer, [(frame, faces) for frame in sequence])  # a generator: streamed
         config = VideoConfig(fps=FPS, preset="ultrafast")
         write_mp4(target, frames, config, audio=_tone(N_FRAMES / FPS), sample_rate=SAMPLE_RATE)
     info = probe_video(target)
@@ -70,7 +71,9 @@ def test_side_by_side_video_with_audio_file(tmp_path):
     gt = [(v, faces) for v in sequence]
     generated = [(v * 0.9, faces) for v in sequence]
     with Renderer(RenderConfig(width=64, height=64)) as renderer:
-        frames = render_comparison(renderer, gt, generated)
+        frames = (
+            side_by_side(*pair) for pair in zip(render_sequence(renderer, gt), render_sequence(renderer, generated))
+        )
         path = write_mp4(tmp_path / "compare.mp4", frames, VideoConfig(fps=FPS, preset="ultrafast"), audio=audio_path)
     info = probe_video(path)
     assert (info["width"], info["height"], info["n_frames"]) == (128, 64, 12)
@@ -87,7 +90,9 @@ def test_odd_sizes_are_padded_to_even(tmp_path):
 def test_missing_ffmpeg_binary_is_reported(tmp_path):
     config = VideoConfig(ffmpeg=str(tmp_path / "no-such-ffmpeg"))
     with pytest.raises(FfmpegError, match="not found"):
-        write_mp4(tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.uint8)], config, audio=_tone(0.1), sample_rate=SAMPLE_RATE)
+        write_mp4(
+            tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.uint8)], config, audio=_tone(0.1), sample_rate=SAMPLE_RATE
+        )
     assert list(tmp_path.iterdir()) == []
 
 

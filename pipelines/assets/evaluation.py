@@ -3,9 +3,17 @@
 import json
 from pathlib import Path
 
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
-from ops.plots import png_markdown
+from ops.evaluation.plots import png_markdown
 from pipelines.assets.training import facetalk_model, flame_model
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from storage.atomic import atomic_write_bytes
@@ -20,7 +28,7 @@ class EvaluationConfig(Config):
     n_samples: int = 3  # samples per clip for the diversity metric
     seed: int = 0
     max_sequences: int = 0  # 0: every sequence of the split
-    regions_path: str = ""  # lip / upper-face vertex sets; default <data root>/_meta/regions.json
+    regions_path: str = ""  # lip / upper-face vertex sets, mouth code dims; default <data root>/_meta/regions.json
 
 
 def _checkpoint(store: StoreResource, name: str) -> Path:
@@ -51,19 +59,30 @@ def evaluation_metrics(
 ) -> MaterializeResult:
     """Both models and the audio-free baselines on the test identities; blocks when the model is not better."""
     from models.checkpoint import load_motion_model
-    from ops.evaluation import better_than_baseline, evaluate_flame_model, evaluate_nphm_model, read_regions
+    from ops.evaluation.evaluate import (
+        better_than_baseline,
+        evaluate_flame_model,
+        evaluate_nphm_model,
+        read_code_regions,
+        read_regions,
+    )
 
     reader = SegmentReader(current_segments_dir(store.path))
     max_sequences = config.max_sequences or None
+    notes = []
+    regions_path = Path(config.regions_path) if config.regions_path else dataset.path / "_meta" / "regions.json"
+    code_regions = read_code_regions(regions_path)
+    if code_regions is None:
+        notes.append(
+            f"no 'expression' mouth/jaw dims in {regions_path}: mouth metrics use the whole code, lip sync dim 0"
+        )
     tables = {
         "nphm": evaluate_nphm_model(
             load_motion_model(_checkpoint(store, "facetalk_model")), reader, store.sequences(), split=config.split,
-            n_samples=config.n_samples, steps=config.steps, seed=config.seed, max_sequences=max_sequences,
-            progress=context.log.info,
+            regions=code_regions, n_samples=config.n_samples, steps=config.steps, seed=config.seed,
+            max_sequences=max_sequences, progress=context.log.info,
         )
     }  # fmt: skip
-    notes = []
-    regions_path = Path(config.regions_path) if config.regions_path else dataset.path / "_meta" / "regions.json"
     if not _checkpoint(store, "flame_model").is_file():
         notes.append("no flame_model checkpoint: FLAME metrics skipped")
     elif not reader.has("flame_offsets"):
@@ -101,7 +120,7 @@ def evaluation_metrics(
 
 class RendersConfig(Config):
     n_sequences: int = 2  # test sequences rendered beside their ground truth
-    unseen_audio: list[str] = []  # default: the audio files in <data root>/_meta/unseen_audio/
+    unseen_audio: list[str] = []  # noqa: RUF012 - pydantic copies defaults; default: the audio files in <data root>/_meta/unseen_audio/
     head: str = "analytic"  # or "nphm" with nphm_checkpoint
     nphm_checkpoint: str = ""
     resolution: int = 48  # marching-cubes grid per axis (64 preview, 256 final)
@@ -120,7 +139,7 @@ def evaluation_renders(
 ) -> MaterializeResult:
     """MP4s with audio: held-out sequences beside their ground truth, and unseen audio files."""
     from models.checkpoint import load_motion_model
-    from ops.evaluation import render_evaluation_videos
+    from ops.evaluation.evaluate import render_evaluation_videos
 
     unseen = config.unseen_audio or sorted(str(p) for p in (dataset.path / "_meta" / "unseen_audio").glob("*.wav"))
     renders = render_evaluation_videos(

@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, asset
 
-from ops import sequence_ingest as ingest
+from ops.tracking import ingest as ingest
 from pipelines.partitions import sequences_partitions
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.results import check_specs, ingest_result

@@ -1,10 +1,9 @@
 """`training_segments`: fixed-length windows over every ingested sequence, split by identity."""
 
-
 from dagster import AssetCheckResult, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
-from ops.segmenting import SegmentingConfig, build_training_segments
-from ops.segment_checks import check_segment_store
+from ops.dataset.checks import check_segment_store
+from ops.dataset.segmenting import SegmentingConfig, build_training_segments
 from pipelines.assets.ingestion import audio_features, flame_vertices, nphm_expressions
 from pipelines.resources import StoreResource
 from pipelines.results import check_specs, to_check_result
@@ -32,7 +31,9 @@ class TrainingSegmentsConfig(Config):
     check_specs=check_specs("training_segments", SEGMENT_CHECKS),
     kinds={"zarr", "parquet"},
 )
-def training_segments(context: AssetExecutionContext, config: TrainingSegmentsConfig, store: StoreResource) -> MaterializeResult:
+def training_segments(
+    context: AssetExecutionContext, config: TrainingSegmentsConfig, store: StoreResource
+) -> MaterializeResult:
     """Windows of `segment_frames` frames every `stride` over every ingested sequence, plus a Parquet manifest."""
     sequences = store.sequences()
     keys = sequences.sequences_with("nphm", "audio_features")
@@ -42,7 +43,9 @@ def training_segments(context: AssetExecutionContext, config: TrainingSegmentsCo
     result = build_training_segments(
         sequences, keys, SegmentingConfig(**config.model_dump()), progress=context.log.info
     )
-    checks: list[AssetCheckResult] = [to_check_result(c) for c in check_segment_store(result.path, config.segment_frames)]
+    checks: list[AssetCheckResult] = [
+        to_check_result(c) for c in check_segment_store(result.path, config.segment_frames)
+    ]
     return MaterializeResult(
         metadata={
             "status": result.status,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
-from ops.plots import loss_curve_png, png_markdown
+from ops.evaluation.plots import loss_curve_png, png_markdown
 from pipelines.assets.segments import training_segments
 from pipelines.resources import StoreResource
 from pipelines.settings import PROJECT_ROOT
@@ -33,7 +33,9 @@ class TrainingConfig(Config):
     resume: bool = True  # continue an interrupted run; False starts a new model (e.g. after a config change)
 
 
-def _train(context: AssetExecutionContext, config: TrainingConfig, store: StoreResource, name: str) -> MaterializeResult:
+def _train(
+    context: AssetExecutionContext, config: TrainingConfig, store: StoreResource, name: str
+) -> MaterializeResult:
     from models.config import load_config
     from models.train import train
 

@@ -6,9 +6,7 @@ run never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import threading
 import uuid
 from collections import deque
@@ -19,6 +17,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 import soundfile
+
+from storage.atomic import atomic_file
 
 AudioSource = str | os.PathLike | np.ndarray | None
 
@@ -68,7 +68,8 @@ class Mp4Writer:
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"{self.path}: output folder {self.path.parent} does not exist")
         token = uuid.uuid4().hex[:8]
-        self._partial = self.path.with_name(f".{self.path.name}.{token}.partial")
+        self._target = atomic_file(self.path, suffix=".mp4")
+        self._partial = self._target.tmp
         self._audio_file: Path | None = None
         audio_path = self._prepare_audio(audio, sample_rate, token)
 
@@ -153,7 +154,7 @@ class Mp4Writer:
             self._cleanup()
             raise error
         self._stderr_thread.join(timeout=5)
-        os.replace(self._partial, self.path)
+        self._target.commit()
         self._cleanup()
         return self.path
 
@@ -165,9 +166,9 @@ class Mp4Writer:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        for leftover in (self._partial, self._audio_file):
-            if leftover is not None:
-                leftover.unlink(missing_ok=True)
+        self._target.discard()
+        if self._audio_file is not None:
+            self._audio_file.unlink(missing_ok=True)
 
     def __enter__(self) -> Mp4Writer:
         return self
@@ -177,65 +178,3 @@ class Mp4Writer:
             self.close()
         else:
             self.abort()
-
-
-def write_mp4(
-    path: str | os.PathLike,
-    frames: Iterable[np.ndarray],
-    config: VideoConfig = VideoConfig(),
-    audio: AudioSource = None,
-    sample_rate: int | None = None,
-) -> Path:
-    """Encode frames (any iterable, consumed lazily) into an MP4 at `path`; returns the path."""
-    iterator = iter(frames)
-    first = next(iterator, None)
-    if first is None:
-        raise ValueError(f"{path}: no frames to write")
-    height, width = first.shape[:2]
-    with Mp4Writer(path, width, height, config, audio, sample_rate) as writer:
-        writer.write(first)
-        for frame in iterator:
-            writer.write(frame)
-    return writer.path
-
-
-def probe_video(path: str | os.PathLike, ffprobe: str = "ffprobe") -> dict:
-    """Facts about an MP4 from ffprobe: frame count, fps, size, codecs, durations.
-
-    Returns {"n_frames", "fps", "width", "height", "video_codec", "pix_fmt", "video_duration",
-    "audio_codec", "audio_duration", "audio_sample_rate"} (audio keys are None without audio).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such video file")
-    command = [ffprobe, "-v", "error", "-count_packets", "-show_streams", "-show_format", "-of", "json", str(path)]
-    try:
-        result = subprocess.run(command, capture_output=True, check=False)
-    except FileNotFoundError as error:
-        raise FfmpegError(
-            f"{path}: ffprobe binary {ffprobe!r} not found; install ffmpeg (apt-get install ffmpeg)"
-        ) from error
-    if result.returncode != 0:
-        raise FfmpegError(f"{path}: ffprobe failed (code {result.returncode}):\n{_stderr_tail([result.stderr])}")
-    info = json.loads(result.stdout)
-    video = next((s for s in info["streams"] if s["codec_type"] == "video"), None)
-    audio = next((s for s in info["streams"] if s["codec_type"] == "audio"), None)
-    if video is None:
-        raise FfmpegError(f"{path}: no video stream")
-    numerator, denominator = (int(x) for x in video["avg_frame_rate"].split("/"))
-
-    def seconds(stream: dict | None) -> float | None:
-        return float(stream["duration"]) if stream is not None and "duration" in stream else None
-
-    return {
-        "n_frames": int(video.get("nb_read_packets", video.get("nb_frames", 0))),
-        "fps": numerator / denominator if denominator else 0.0,
-        "width": int(video["width"]),
-        "height": int(video["height"]),
-        "video_codec": video["codec_name"],
-        "pix_fmt": video.get("pix_fmt"),
-        "video_duration": seconds(video),
-        "audio_codec": audio["codec_name"] if audio else None,
-        "audio_duration": seconds(audio),
-        "audio_sample_rate": int(audio["sample_rate"]) if audio else None,
-    }

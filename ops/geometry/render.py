@@ -387,28 +387,13 @@ def render_sequence(
         yield renderer.render(vertices, faces)
 
 
-def render_vertex_sequence(
-    renderer: Renderer,
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    bounds: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Iterator[np.ndarray]:
-    """Fixed-topology sequence: vertices [T, V, 3] over one faces array [F, 3]."""
-    vertices = np.asarray(vertices)
-    if vertices.ndim != 3 or vertices.shape[2] != 3:
-        raise ValueError(f"vertex sequence must be [T, V, 3], got {vertices.shape}")
-    if bounds is None:
-        bounds = (vertices.reshape(-1, 3).min(axis=0), vertices.reshape(-1, 3).max(axis=0))
-    return render_sequence(renderer, ((frame, faces) for frame in vertices), bounds)
-
-
 def _draw_label(panel: np.ndarray, text: str) -> np.ndarray:
     from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(panel)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=max(12, panel.shape[0] // 24))
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    left, _top, right, _bottom = draw.textbbox((0, 0), text, font=font)
     x = (panel.shape[1] - (right - left)) // 2
     y = panel.shape[0] // 40
     draw.text((x, y), text, fill=(235, 235, 235), font=font)
@@ -422,24 +407,3 @@ def side_by_side(left: np.ndarray, right: np.ndarray, labels: tuple[str, str] | 
     if labels is not None:
         left, right = _draw_label(left, labels[0]), _draw_label(right, labels[1])
     return np.concatenate([left, right], axis=1)
-
-
-def render_comparison(
-    renderer: Renderer,
-    ground_truth: Sequence[MeshFrame],
-    generated: Sequence[MeshFrame],
-    labels: tuple[str, str] | None = ("ground truth", "generated"),
-    bounds: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Iterator[np.ndarray]:
-    """Ground truth (left) and generated (right) frames [H, 2W, 3] under one shared camera.
-
-    The camera is fitted to both sequences together, so sizes compare directly. Frames are
-    paired up to the shorter sequence.
-    """
-    if bounds is None:
-        lo_a, hi_a = sequence_bounds(v for v, _ in ground_truth)
-        lo_b, hi_b = sequence_bounds(v for v, _ in generated)
-        bounds = (np.minimum(lo_a, lo_b), np.maximum(hi_a, hi_b))
-    renderer.fit_camera(*bounds)
-    for (gt_vertices, gt_faces), (gen_vertices, gen_faces) in zip(ground_truth, generated):
-        yield side_by_side(renderer.render(gt_vertices, gt_faces), renderer.render(gen_vertices, gen_faces), labels)

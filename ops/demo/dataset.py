@@ -34,17 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.heads.analytic import AnalyticHead
-from ops.demo_motion import MotionStyle, expression_track, random_identity_code
-from ops.demo_topology import (
+from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
+from ops.demo.motion import MotionStyle, expression_track, random_identity_code
+from ops.demo.speech import Voice, synthesize_speech
+from ops.demo.topology import (
     DemoTopology,
     build_demo_topology,
     identity_canonical_vertices,
     pose_vertices,
 )
-from ops.meshing import extract_mesh
-from ops.ply import write_ply
-from ops.speech_synth import Voice, synthesize_speech
+from ops.geometry.meshing import extract_mesh
+from ops.tracking.ply import write_ply
 
 _FEATURE_DIM = 768
 _FEATURE_RATE = 50  # Wav2Vec2 CNN frames per second
@@ -165,7 +165,9 @@ def _write_identity(root: Path, i: int, config: DemoDataConfig, topology: DemoTo
         for j in range(config.n_sequences):
             folder = root / sequence_name(i, j)
             seq_rng = np.random.default_rng([config.seed, i, j])
-            _write_sequence(folder, head, topology, identity, canonical, voice, style, sample_rate, channels, config, seq_rng)
+            _write_sequence(
+                folder, head, topology, identity, canonical, voice, style, sample_rate, channels, config, seq_rng
+            )
             folders.append(folder)
         return folders
 
@@ -198,7 +200,9 @@ def _write_sequence(
 
     identity_t = torch.from_numpy(identity)
     neutral = torch.zeros(head.expression_dim)
-    write_ply(flame_dir / "flame_2023_template.ply", pose_vertices(head, canonical, identity_t, neutral), topology.faces)
+    write_ply(
+        flame_dir / "flame_2023_template.ply", pose_vertices(head, canonical, identity_t, neutral), topology.faces
+    )
     if config.nphm_mesh_resolution:
         nphm_mesh_dir.mkdir(parents=True, exist_ok=True)
     for t in range(n_frames):
@@ -229,6 +233,10 @@ def _write_regions(path: Path, topology: DemoTopology) -> None:
         "n_vertices": topology.n_vertices,
         "lip": topology.lip.tolist(),
         "upper_face": topology.upper_face.tolist(),
+        "expression": {  # the analytic head's code layout, for the mouth metrics of evaluation
+            "mouth_dims": [EXPRESSION_DIMS[name] for name in ("jaw_open", "lip_round", "lip_stretch")],
+            "jaw_dim": EXPRESSION_DIMS["jaw_open"],
+        },
     }
     path.write_text(json.dumps(regions) + "\n")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ops.validation import CheckOutcome
+from ops.tracking.validation import CheckOutcome
 from storage.location import StorePath
 from storage.segments import SegmentReader
 
@@ -23,7 +23,7 @@ def check_segment_store(path: StorePath, segment_frames: int, motion_dim: int = 
     expression = reader.group["expression"]
     features = reader.group["audio_features"]
     shape_ok = expression.shape[1:] == (segment_frames, motion_dim) and features.shape[1] == segment_frames
-    counts = {split: int(len(reader.indices(split))) for split in ("train", "val", "test")}
+    counts = {split: len(reader.indices(split)) for split in ("train", "val", "test")}
     return [
         CheckOutcome(
             "segments_finite",

@@ -58,16 +58,24 @@ def write_synthetic_segment_store(
         mixing = rng.standard_normal((16, n_vertices * 3)).astype(np.float32) * 0.01
         offsets = (expression[..., :16] @ mixing).reshape(n, segment_frames, n_vertices, 3)
     splits = ["train"] * n_train + ["val"] * n_val
-    manifest = pa.table({
-        "segment": np.arange(n, dtype=np.int64),
-        "sequence": [f"ID{i % 4}_seq{i // 8}" for i in range(n)],
-        "identity": [f"ID{i % 4}" for i in range(n)],
-        "start_frame": np.zeros(n, dtype=np.int64),
-        "n_frames": np.full(n, segment_frames, dtype=np.int64),
-        "split": splits,
-        "sequence_index": np.arange(n, dtype=np.int64) // 8,
-    })
-    attrs = {"fps": 24, "segment_frames": segment_frames, "audio_dim": audio_dim, "motion_dim": motion_dim, "synthetic": True}
+    manifest = pa.table(
+        {
+            "segment": np.arange(n, dtype=np.int64),
+            "sequence": [f"ID{i % 4}_seq{i // 8}" for i in range(n)],
+            "identity": [f"ID{i % 4}" for i in range(n)],
+            "start_frame": np.zeros(n, dtype=np.int64),
+            "n_frames": np.full(n, segment_frames, dtype=np.int64),
+            "split": splits,
+            "sequence_index": np.arange(n, dtype=np.int64) // 8,
+        }
+    )
+    attrs = {
+        "fps": 24,
+        "segment_frames": segment_frames,
+        "audio_dim": audio_dim,
+        "motion_dim": motion_dim,
+        "synthetic": True,
+    }
     with write_segment_store(path, n, fields, manifest, attrs) as writer:
         writer.write("expression", 0, expression)
         writer.write("audio_features", 0, audio)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.errors import TrackingError
-from ops.frame_files import list_frames
-from ops.ply import read_ply, read_ply_vertices, require_finite_vertices
+from ops.tracking.errors import TrackingError
+from ops.tracking.frame_files import list_frames
+from ops.tracking.ply import read_ply, read_ply_vertices, require_finite_vertices
 
 __all__ = ["FLAME_MESHES_DIR", "FLAME_TEMPLATE", "FLAME_TRACKING_DIR", "FlameTracking", "read_flame_tracking"]
 

@@ -28,7 +28,12 @@ def check_finite(name: str, values: np.ndarray, where: str) -> CheckOutcome:
 
 
 def check_dimension(name: str, found: int, expected: int) -> CheckOutcome:
-    return CheckOutcome(name, found == expected, description=f"dimension {found}, expected {expected}", metadata={"found": found, "expected": expected})
+    return CheckOutcome(
+        name,
+        found == expected,
+        description=f"dimension {found}, expected {expected}",
+        metadata={"found": found, "expected": expected},
+    )
 
 
 def check_length_drift(drift_s: float, fps: int, warn_frames: float) -> CheckOutcome:
@@ -39,5 +44,9 @@ def check_length_drift(drift_s: float, fps: int, warn_frames: float) -> CheckOut
         abs(drift_frames) <= warn_frames,
         severity="WARN",
         description=f"audio is {drift_s:+.3f} s ({drift_frames:+.2f} frames) longer than the motion",
-        metadata={"drift_s": round(drift_s, 4), "drift_frames": round(drift_frames, 3), "tolerance_frames": warn_frames},
+        metadata={
+            "drift_s": round(drift_s, 4),
+            "drift_frames": round(drift_frames, 3),
+            "tolerance_frames": warn_frames,
+        },
     )

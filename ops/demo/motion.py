@@ -1,6 +1,6 @@
 """Expression-code tracks driven by synthetic speech, and random identity codes.
 
-The mouth follows the syllable plan of `ops.speech_synth`: jaw_open tracks the openness of each
+The mouth follows the syllable plan of `ops.demo.speech`: jaw_open tracks the openness of each
 vowel, slightly ahead of the sound (the articulators move before the acoustics, ~40 ms, as in
 real speech), lip_round / lip_stretch follow the vowel. Secondary motion that is not predictable
 from audio, as in real tracking: blinks, brow raises on stressed syllables, a slow smile drift,
@@ -17,7 +17,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from models.heads.analytic import EXPRESSION_DIMS, IDENTITY_CODE_SCALE
 from models.heads.base import EXPRESSION_DIM, IDENTITY_DIM
-from ops.speech_synth import SpeechClip
+from ops.demo.speech import SpeechClip
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ def _lead(track: np.ndarray, frames: float) -> np.ndarray:
     return np.interp(t + frames, t, track)
 
 
-def expression_track(clip: SpeechClip, fps: float, style: MotionStyle, rng: np.random.Generator, lead_s: float = 0.04) -> np.ndarray:
+def expression_track(
+    clip: SpeechClip, fps: float, style: MotionStyle, rng: np.random.Generator, lead_s: float = 0.04
+) -> np.ndarray:
     """Per-frame expression codes [T, 200] float32 for a speech clip (T = len(clip.mouth_open))."""
     n = len(clip.mouth_open)
     codes = np.zeros((n, EXPRESSION_DIM), dtype=np.float64)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.errors import TrackingError
+from ops.tracking.errors import TrackingError
+from storage.atomic import atomic_file
 
 __all__ = ["PlyMesh", "read_ply", "read_ply_vertices", "require_finite_vertices", "write_ply"]
 
@@ -207,11 +208,9 @@ def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray | None =
         lines += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
         body.append(rows.tobytes())
     lines.append("end_header")
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as file:
+    with atomic_file(path) as partial, open(partial, "wb") as file:
         file.write(("\n".join(lines) + "\n").encode("ascii"))
         file.writelines(body)
-    os.replace(partial, path)
 
 
 # ----------------------------------------------------------------------------- header
@@ -403,8 +402,7 @@ def _row_starts(body: _Body, element: _Element, start: int) -> tuple[np.ndarray,
     if len(broken) or walked < n_rows:
         read = broken[0] - 1 if len(broken) else walked
         raise _Problem(
-            f"truncated or corrupt body: element {element.name!r} declares {n_rows} rows "
-            f"but only {read} could be read"
+            f"truncated or corrupt body: element {element.name!r} declares {n_rows} rows but only {read} could be read"
         )
     return starts[:n_rows].astype(np.int64) + start, int(starts[n_rows]) + start
 

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from models.heads.base import HeadModel
-from ops.meshing import NPHM_BOUNDS, Bounds, Mesh, extract_mesh
-from ops.ply import read_ply, write_ply
-from ops.render import MeshFrame, RenderConfig, Renderer, sequence_bounds, side_by_side
-from ops.video import Mp4Writer, VideoConfig
+from ops.geometry.meshing import NPHM_BOUNDS, Bounds, Mesh, extract_mesh
+from ops.geometry.render import MeshFrame, RenderConfig, Renderer, sequence_bounds, side_by_side
+from ops.geometry.video import Mp4Writer, VideoConfig
+from ops.tracking.ply import read_ply, write_ply
 
 FrameProgress = Callable[[int, int], None]  # (frames done, frames total)
 StageProgress = Callable[[str, int, int], None]  # (stage "meshing" | "rendering", done, total)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ops.frame_files import list_frames
-from ops.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
+from ops.tracking.frame_files import list_frames
+from ops.tracking.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
 from storage.fingerprint import hash_files, hash_tree, hash_values, stat_signature, tree_files
 from storage.layout import SequenceFolder
 from storage.location import StorePath
@@ -128,16 +128,22 @@ def _write(
 # ------------------------------------------------------------------------------------------ audio
 
 
-def ingest_cleaned_audio(seq: SequenceFolder, store: SequenceStore, settings: AudioSettings = AudioSettings()) -> IngestOutcome:
+def ingest_cleaned_audio(
+    seq: SequenceFolder, store: SequenceStore, settings: AudioSettings = AudioSettings()
+) -> IngestOutcome:
     """Any audio file -> 16 kHz mono float32, DC removed, loudness-normalized (`<seq>.zarr/audio`)."""
     source = seq.audio_file()
     fingerprint = InputFingerprint.of_files([source], seq.path, settings=settings.__dict__, code=CODE_VERSIONS["audio"])
     if cached := _cached(store, seq.key, "audio", fingerprint):
         return cached
-    from ops import audio_cleaning  # scipy/pyloudnorm: 1.5 s of import the Dagster code server need not pay
 
-    cleaned = audio_cleaning.clean_audio_file(
-        source, target_rate=settings.target_rate, target_lufs=settings.target_lufs, max_duration_s=settings.max_duration_s
+    from ops.audio.cleaning import clean_audio_file  # scipy/pyloudnorm: 1.5 s of import the code server need not pay
+
+    cleaned = clean_audio_file(
+        source,
+        target_rate=settings.target_rate,
+        target_lufs=settings.target_lufs,
+        max_duration_s=settings.max_duration_s,
     )
     summary = {
         "source_file": str(source),
@@ -146,7 +152,9 @@ def ingest_cleaned_audio(seq: SequenceFolder, store: SequenceStore, settings: Au
         **cleaned.stats.as_dict(),
     }
     checks = [check_finite("audio_finite", cleaned.samples, str(source))]
-    return _write(store, seq.key, "audio", {"samples": cleaned.samples.astype(np.float32)}, fingerprint, summary, checks)
+    return _write(
+        store, seq.key, "audio", {"samples": cleaned.samples.astype(np.float32)}, fingerprint, summary, checks
+    )
 
 
 # --------------------------------------------------------------------------------- audio features
@@ -198,7 +206,7 @@ def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: i
         attrs = store.attrs(key, component)
         if attrs is not None:
             return int(attrs["n_frames"]), component
-    from ops.audio_features import frame_count
+    from ops.audio.features import frame_count
 
     return frame_count(duration_s, fps), "audio duration"
 
@@ -226,7 +234,7 @@ def ingest_audio_features(
     )
     if cached := _cached(store, seq.key, "audio_features", fingerprint):
         return cached
-    from ops.audio_features import extract_aligned_features
+    from ops.audio.features import extract_aligned_features
 
     samples = store.read(seq.key, "audio", "samples")
     features = extract_aligned_features(encoder.encoder, samples, n_frames)
@@ -241,7 +249,10 @@ def ingest_audio_features(
         **described,
     }
     summary["published_pickle"] = describe_published_features(seq)
-    checks = [check_finite("features_finite", features, seq.key), check_length_drift(drift_s, settings.fps, settings.warn_drift_frames)]
+    checks = [
+        check_finite("features_finite", features, seq.key),
+        check_length_drift(drift_s, settings.fps, settings.warn_drift_frames),
+    ]
     return _write(store, seq.key, "audio_features", {"features": features}, fingerprint, summary, checks)
 
 
@@ -250,7 +261,7 @@ def ingest_audio_features(
 
 def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int = 24) -> IngestOutcome:
     """Per-frame `.npz` codes -> `<seq>.zarr/nphm`: expression [T, 200] (+ identity [1344], pose)."""
-    from ops.nphm_tracking import read_nphm_expressions
+    from ops.tracking.nphm import read_nphm_expressions
 
     files = _frame_files(seq.nphm_expressions_dir, ".npz")
     fingerprint = InputFingerprint.of_files(files, seq.path, fps=fps, code=CODE_VERSIONS["nphm"])
@@ -281,12 +292,14 @@ def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int 
 
 def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int = 24) -> IngestOutcome:
     """FLAME template + per-frame PLY -> `<seq>.zarr/flame`: vertices [T, V, 3], template [V, 3], faces."""
-    from ops.flame_tracking import read_flame_tracking
+    from ops.tracking.flame import read_flame_tracking
 
     if not seq.flame_dir.is_dir():
         return IngestOutcome("absent", None, {"note": f"no {seq.flame_dir.name}/ folder in {seq.path}"})
     files = [seq.flame_template, *_frame_files(seq.flame_meshes_dir, ".ply")]
-    fingerprint = InputFingerprint.of_files([f for f in files if f.exists()], seq.path, fps=fps, code=CODE_VERSIONS["flame"])
+    fingerprint = InputFingerprint.of_files(
+        [f for f in files if f.exists()], seq.path, fps=fps, code=CODE_VERSIONS["flame"]
+    )
     if cached := _cached(store, seq.key, "flame", fingerprint):
         return cached
     tracking = read_flame_tracking(seq.path)
@@ -302,16 +315,19 @@ def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int = 
         "fps": fps,
         "duration_s": round(n_frames / fps, 4),
         "n_vertices": n_vertices,
-        "n_faces": int(len(tracking.faces)),
+        "n_faces": len(tracking.faces),
         "vertices_shape": list(tracking.vertices.shape),
     }
-    checks = [check_finite("vertices_finite", tracking.vertices, seq.key), check_dimension("vertex_dim", tracking.vertices.shape[2], 3)]
+    checks = [
+        check_finite("vertices_finite", tracking.vertices, seq.key),
+        check_dimension("vertex_dim", tracking.vertices.shape[2], 3),
+    ]
     return _write(store, seq.key, "flame", arrays, fingerprint, summary, checks)
 
 
 def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore) -> IngestOutcome:
     """Per-frame NPHM meshes (topology varies) -> ragged arrays in `<seq>.zarr/nphm_meshes`."""
-    from ops.nphm_tracking import read_nphm_meshes
+    from ops.tracking.nphm import read_nphm_meshes
 
     files = _frame_files(seq.nphm_meshes_dir, ".ply")
     if not files:
@@ -330,8 +346,8 @@ def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore) -> IngestOutco
     n_frames = len(meshes.vertex_offsets) - 1
     summary = {
         "n_frames": n_frames,
-        "total_vertices": int(len(meshes.vertices)),
-        "total_faces": int(len(meshes.faces)),
+        "total_vertices": len(meshes.vertices),
+        "total_faces": len(meshes.faces),
         "mean_vertices_per_frame": round(len(meshes.vertices) / max(n_frames, 1), 1),
     }
     checks = [check_finite("mesh_vertices_finite", meshes.vertices, seq.key)]

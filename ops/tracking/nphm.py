@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.errors import TrackingError
-from ops.frame_files import list_frames, require_matching_frames
-from ops.ply import read_ply
+from ops.tracking.errors import TrackingError
+from ops.tracking.frame_files import list_frames, require_matching_frames
+from ops.tracking.ply import read_ply
 
 __all__ = [
     "EXPRESSION_KEYS",
@@ -324,7 +324,9 @@ class _Npz:
                 with archive.open(key + ".npy") as member:
                     data = member.read(MAX_MEMBER_BYTES + 1)
                 if len(data) > MAX_MEMBER_BYTES:
-                    raise TrackingError(self.path, f"{key!r} inflates to more than {MAX_MEMBER_BYTES} bytes; not a frame's code")
+                    raise TrackingError(
+                        self.path, f"{key!r} inflates to more than {MAX_MEMBER_BYTES} bytes; not a frame's code"
+                    )
                 return _read_npy(self.path, key, data)
             except TrackingError:
                 raise

@@ -153,18 +153,6 @@ def diversity(samples: np.ndarray) -> float:
     return total / (k * (k - 1) / 2)
 
 
-def mouth_opening(
-    vertices: np.ndarray, upper_lip_idx: Sequence[int] | np.ndarray, lower_lip_idx: Sequence[int] | np.ndarray
-) -> np.ndarray:
-    """Per-frame mouth opening [T]: distance between the mean upper-lip and mean lower-lip points."""
-    vertices = np.asarray(vertices, np.float64)
-    if vertices.ndim != 3 or vertices.shape[2] != 3:
-        raise ValueError(f"mouth_opening: vertices must be [T, V, 3], got {vertices.shape}")
-    upper = _indices(upper_lip_idx, vertices.shape[1], "mouth_opening (upper lip)")
-    lower = _indices(lower_lip_idx, vertices.shape[1], "mouth_opening (lower lip)")
-    return np.linalg.norm(vertices[:, upper].mean(axis=1) - vertices[:, lower].mean(axis=1), axis=-1)
-
-
 def audio_rms_per_frame(audio: np.ndarray, sample_rate: int, n_frames: int, fps: float) -> np.ndarray:
     """RMS energy of the audio in each video frame's window [t/fps, (t+1)/fps), shape [n_frames].
 

@@ -64,16 +64,16 @@ def assign_splits(identities: list[str], val_fraction: float, test_fraction: flo
     ranked = sorted(unique, key=lambda name: hashlib.sha256(f"{seed}:{name}".encode()).hexdigest())
     n = len(ranked)
     if n < 3:
-        return {name: "train" for name in ranked}
+        return dict.fromkeys(ranked, "train")
     n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     if n_test + n_val >= n:
         raise SegmentingError(
             f"{n} identities cannot fill val ({val_fraction}) and test ({test_fraction}) and still leave one to train on"
         )
-    splits = {name: "test" for name in ranked[:n_test]}
-    splits.update({name: "val" for name in ranked[n_test : n_test + n_val]})
-    splits.update({name: "train" for name in ranked[n_test + n_val :]})
+    splits = dict.fromkeys(ranked[:n_test], "test")
+    splits.update(dict.fromkeys(ranked[n_test : n_test + n_val], "val"))
+    splits.update(dict.fromkeys(ranked[n_test + n_val :], "train"))
     return splits
 
 
@@ -96,7 +96,9 @@ def _load_sequence(store: SequenceStore, key: str, config: SegmentingConfig) -> 
     for name, group in (("nphm", nphm), ("audio_features", features)):
         fps = group.attrs.get("fps")
         if fps is not None and int(round(float(fps))) != config.fps:
-            raise SegmentingError(f"sequence {key!r}: {name} is at {fps} fps, segments are configured for {config.fps} fps")
+            raise SegmentingError(
+                f"sequence {key!r}: {name} is at {fps} fps, segments are configured for {config.fps} fps"
+            )
     expression = nphm["expression"][...]
     audio_features = features["features"][...]
     if len(expression) != len(audio_features):
@@ -117,7 +119,15 @@ def _load_sequence(store: SequenceStore, key: str, config: SegmentingConfig) -> 
         flame_faces = flame["faces"][...]
     starts = window_starts(len(expression), config.segment_frames, config.stride)
     return _SequenceData(
-        key, identity_of(key), expression, identity_code, audio_features, flame_vertices, flame_template, flame_faces, starts
+        key,
+        identity_of(key),
+        expression,
+        identity_code,
+        audio_features,
+        flame_vertices,
+        flame_template,
+        flame_faces,
+        starts,
     )
 
 
@@ -161,11 +171,15 @@ def build_training_segments(
     if not sequences:
         raise SegmentingError(f"every sequence is shorter than one segment ({config.segment_frames} frames): {skipped}")
 
-    splits = assign_splits([s.identity_name for s in sequences], config.val_fraction, config.test_fraction, config.split_seed)
+    splits = assign_splits(
+        [s.identity_name for s in sequences], config.val_fraction, config.test_fraction, config.split_seed
+    )
     vertex_counts = {None if s.flame_vertices is None else s.flame_vertices.shape[1] for s in sequences}
     has_flame = config.include_flame and len(vertex_counts) == 1 and None not in vertex_counts
     if config.include_flame and not has_flame and vertex_counts != {None}:
-        progress(f"FLAME left out of the segments: sequences disagree or lack it (vertex counts {sorted(map(str, vertex_counts))})")
+        progress(
+            f"FLAME left out of the segments: sequences disagree or lack it (vertex counts {sorted(map(str, vertex_counts))})"
+        )
 
     identities_by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for name, split in sorted(splits.items()):
@@ -183,9 +197,20 @@ def build_training_segments(
             "sequence_index": np.array([i for i, _, _ in rows], dtype=np.int64),
         }
     )
-    split_counts = {split: int(np.sum(np.asarray(manifest.column("split").to_pylist()) == split)) for split in ("train", "val", "test")}
+    split_counts = {
+        split: int(np.sum(np.asarray(manifest.column("split").to_pylist()) == split))
+        for split in ("train", "val", "test")
+    }
     result = SegmentsResult(
-        final_dir, version, "cached", len(rows), split_counts, identities_by_split, [s.key for s in sequences], skipped, has_flame
+        final_dir,
+        version,
+        "cached",
+        len(rows),
+        split_counts,
+        identities_by_split,
+        [s.key for s in sequences],
+        skipped,
+        has_flame,
     )
     if _is_complete(final_dir, len(rows)):
         publish_current(store.root, version)
@@ -195,7 +220,9 @@ def build_training_segments(
     audio_dim = sequences[0].audio_features.shape[1]
     if any(s.audio_features.shape[1] != audio_dim for s in sequences):
         dims = {s.key: s.audio_features.shape[1] for s in sequences}
-        raise SegmentingError(f"audio features of different widths across sequences (made by different encoders?): {dims}")
+        raise SegmentingError(
+            f"audio features of different widths across sequences (made by different encoders?): {dims}"
+        )
     fields = {
         "expression": FieldSpec((length, sequences[0].expression.shape[1])),
         "audio_features": FieldSpec((length, audio_dim)),

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ops.errors import TrackingError
+from ops.tracking.errors import TrackingError
 
 __all__ = ["TrackingError", "list_frames", "require_matching_frames"]
 

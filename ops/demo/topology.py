@@ -18,7 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
-from ops.meshing import extract_mesh
+from ops.geometry.meshing import extract_mesh
 
 TOPOLOGY_NAME = "analytic_head_v1"
 TEMPLATE_JAW_OPEN = 0.8  # mouth opening the topology is cut at (lips apart by ~2 template voxels)
@@ -73,7 +73,9 @@ def _largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndar
     return vertices[used].astype(np.float32), remap[faces].astype(np.int32)
 
 
-def identity_canonical_vertices(head: AnalyticHead, topology: DemoTopology, identity: torch.Tensor, steps: int = 4) -> np.ndarray:
+def identity_canonical_vertices(
+    head: AnalyticHead, topology: DemoTopology, identity: torch.Tensor, steps: int = 4
+) -> np.ndarray:
     """The topology's vertices fitted to one identity's head, in canonical space. -> [V, 3]
 
     The average template is posed at the template expression (mouth open, so the lips stay
@@ -95,8 +97,12 @@ def identity_canonical_vertices(head: AnalyticHead, topology: DemoTopology, iden
         return head.deform_points_backward(posed, expression).numpy().astype(np.float32)
 
 
-def pose_vertices(head: AnalyticHead, canonical_vertices: np.ndarray, identity: torch.Tensor, expression: torch.Tensor) -> np.ndarray:
+def pose_vertices(
+    head: AnalyticHead, canonical_vertices: np.ndarray, identity: torch.Tensor, expression: torch.Tensor
+) -> np.ndarray:
     """Fixed-topology vertices for one frame: forward deformation of the canonical vertices. -> [V, 3]"""
     with torch.inference_mode():
-        posed = head.deform_points_forward(torch.from_numpy(canonical_vertices), torch.as_tensor(identity), torch.as_tensor(expression))
+        posed = head.deform_points_forward(
+            torch.from_numpy(canonical_vertices), torch.as_tensor(identity), torch.as_tensor(expression)
+        )
     return posed.numpy().astype(np.float32)

@@ -111,7 +111,9 @@ def _glottal_source(f0: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.diff(pulse, prepend=0.0) * sample_rate / f0.mean()
 
 
-def synthesize_speech(duration: float, fps: float, sample_rate: int, voice: Voice, rng: np.random.Generator) -> SpeechClip:
+def synthesize_speech(
+    duration: float, fps: float, sample_rate: int, voice: Voice, rng: np.random.Generator
+) -> SpeechClip:
     """duration seconds of speech-like audio and its per-frame mouth targets (T = round(duration*fps))."""
     n_samples = round(duration * sample_rate)
     n_frames = round(duration * fps)
@@ -140,14 +142,20 @@ def synthesize_speech(duration: float, fps: float, sample_rate: int, voice: Voic
         for k, (frequency, bandwidth) in enumerate(zip(formants, _FORMANT_BANDWIDTHS)):
             frequency = min(frequency * voice.formant_scale, 0.45 * sample_rate)
             vowel += _resonate(voiced, frequency, bandwidth, sample_rate) * (0.5**k)
-        waveform[start:stop] += syllable.loudness * vowel / (np.abs(vowel).max() + 1e-9) * _syllable_envelope(
-            stop - start, sample_rate
+        waveform[start:stop] += (
+            syllable.loudness * vowel / (np.abs(vowel).max() + 1e-9) * _syllable_envelope(stop - start, sample_rate)
         )
         # Consonant: a short noise burst before the vowel (plosive / fricative-like).
         burst = int(float(rng.uniform(0.02, 0.06)) * sample_rate)
         b0 = max(0, start - burst)
         if start - b0 > 8:
-            waveform[b0:start] += 0.15 * syllable.loudness * hiss[b0:start] / (np.abs(hiss[b0:start]).max() + 1e-9) * np.hanning(start - b0)
+            waveform[b0:start] += (
+                0.15
+                * syllable.loudness
+                * hiss[b0:start]
+                / (np.abs(hiss[b0:start]).max() + 1e-9)
+                * np.hanning(start - b0)
+            )
     waveform = (0.8 * waveform / (np.abs(waveform).max() + 1e-9)).astype(np.float32)
 
     mouth_open, lip_round, lip_stretch, stress = _mouth_targets(syllables, n_frames, fps)

@@ -35,17 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.heads.analytic import EXPRESSION_DIMS
 from models.motion_model import MotionModel
-from ops.animate import (
-    AnimationError,
-    audio_features_for,
-    identity_for,
-    load_encoder_for,
-    load_head,
-)
-from ops.audio_cleaning import clean_audio_file
-from ops.metrics import (
+from ops.audio.cleaning import clean_audio_file
+from ops.evaluation.metrics import (
     diversity,
     expression_l2,
     face_dynamics_deviation,
@@ -54,12 +46,19 @@ from ops.metrics import (
     lip_vertex_error_mm,
     mean_vertex_error,
 )
-from ops.render import MeshFrame, RenderConfig
-from ops.talking_head import (
+from ops.geometry.render import MeshFrame, RenderConfig
+from ops.geometry.talking_head import (
     expression_meshes,
     render_expression_video,
     render_talking_head,
     talking_head_render_config,
+)
+from ops.inference import (
+    InferenceError,
+    audio_features_for,
+    identity_for,
+    load_encoder_for,
+    load_head,
 )
 from storage.segments import SegmentReader
 from storage.sequence_store import SequenceStore
@@ -76,14 +75,33 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class CodeRegions:
-    """Which NPHM expression-code dimensions mean what (default: the analytic demo head's)."""
+    """Which expression-code dimensions mean what; a property of the dataset's head model, read from
+    `_meta/regions.json` ("expression": {"mouth_dims": [...], "jaw_dim": n}) or given in the config."""
 
-    mouth_dims: tuple[int, ...] = (
-        EXPRESSION_DIMS["jaw_open"],
-        EXPRESSION_DIMS["lip_round"],
-        EXPRESSION_DIMS["lip_stretch"],
-    )
-    jaw_dim: int = EXPRESSION_DIMS["jaw_open"]  # grows as the mouth opens: the lip-sync signal
+    mouth_dims: tuple[int, ...]
+    jaw_dim: int  # grows as the mouth opens: the lip-sync signal
+
+    @classmethod
+    def whole_code(cls, n_dims: int) -> CodeRegions:
+        """Without knowledge of the code: every dimension counts as mouth, dimension 0 as the jaw."""
+        return cls(tuple(range(n_dims)), 0)
+
+
+def read_code_regions(path: str | Path) -> CodeRegions | None:
+    """The "expression" entry of a regions file, or None when the file or the entry is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text()).get("expression")
+    except (OSError, ValueError, AttributeError) as error:
+        raise EvaluationError(f"{path}: not a readable regions JSON object ({error})") from error
+    if entry is None:
+        return None
+    try:
+        return CodeRegions(tuple(int(d) for d in entry["mouth_dims"]), int(entry["jaw_dim"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise EvaluationError(f"{path}: 'expression' needs 'mouth_dims' (list) and 'jaw_dim' (int): {error}") from error
 
 
 @dataclass(frozen=True)
@@ -213,7 +231,6 @@ def evaluate_nphm_model(
     if model.config.data.variant != "nphm":
         raise EvaluationError(f"evaluate_nphm_model needs an NPHM-variant model, got {model.config.data.variant!r}")
     say = progress or (lambda message: None)
-    regions = regions or CodeRegions()
     fps = float(model.meta.fps)
     keys = [
         k
@@ -227,8 +244,9 @@ def evaluate_nphm_model(
             f"segment store {str(reader.path)!r} has no {split!r} sequences with nphm and audio_features in "
             f"the sequence store {str(store.root)!r}"
         )
-    mouth = list(regions.mouth_dims)
     mean_code = _train_mean(reader, "expression")  # [200]
+    regions = regions or CodeRegions.whole_code(len(mean_code))
+    mouth = list(regions.mouth_dims)
     rows = {
         name: {"l2": [], "l2_mouth": [], "sync": [], "frames": []} for name in ("model", "null_condition", "mean_code")
     }
@@ -440,11 +458,6 @@ def better_than_baseline(table: Table, baselines: Iterable[str] = ("null_conditi
     return passed, ("passed: " if passed else "failed: ") + "; ".join(verdicts)
 
 
-def flatten_table(table: Table) -> dict[str, float]:
-    """{"model/expression_l2": ..., ...}: one level, for asset metadata."""
-    return {f"{row}/{metric}": float(value) for row, metrics in table.items() for metric, value in metrics.items()}
-
-
 # ----------------------------------------------------------------------------- renders
 
 
@@ -515,7 +528,7 @@ def render_evaluation_videos(
             "render_evaluation_videos renders NPHM-variant models; use render_flame_evaluation_videos"
         )
     if unseen_audio and encoder_path is None:
-        raise AnimationError(f"rendering unseen audio {[str(p) for p in unseen_audio]} needs encoder_path")
+        raise InferenceError(f"rendering unseen audio {[str(p) for p in unseen_audio]} needs encoder_path")
     say = progress or (lambda message: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
