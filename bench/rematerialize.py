@@ -39,10 +39,10 @@ def _ingest_directly(data: Path, store: SequenceStore, encoder: ingest.EncoderSo
     started = time.perf_counter()
     for seq in scan_dataset(data).sequences:
         ingest.ingest_cleaned_audio(seq, store)
-        ingest.ingest_nphm_expressions(seq, store)
-        ingest.ingest_flame_vertices(seq, store)
+        ingest.ingest_nphm_expressions(seq, store, fps=24)
+        ingest.ingest_flame_vertices(seq, store, fps=24)
         ingest.ingest_nphm_meshes(seq, store)
-        ingest.ingest_audio_features(seq, store, encoder)
+        ingest.ingest_audio_features(seq, store, encoder, ingest.FeatureSettings(fps=24))
     return time.perf_counter() - started
 
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def step_throughput(cfg: ExperimentConfig, audio_dim: int, steps: int) -> float:
     torch.manual_seed(0)
-    module = MotionDiffusionModule(cfg.to_dict())
+    module = MotionDiffusionModule(cfg.to_dict(), {"fps": 24, "segment_frames": 48})
     optimizer = torch.optim.AdamW(module.model.denoiser.parameters(), lr=cfg.train.lr)
     b, frames = cfg.train.batch_size, 48
     batch = {"motion": torch.randn(b, frames, cfg.model.motion_dim), "audio": torch.randn(b, frames, audio_dim)}

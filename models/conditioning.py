@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from models.positional import sinusoidal_table
 
 
 class AudioConditioning(nn.Module):
@@ -28,14 +28,6 @@ class AudioConditioning(nn.Module):
         return cond * keep + self.null.to(cond.dtype) * (1 - keep)
 
 
-def sinusoidal_embedding(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """positions [N] (float or int) -> [N, dim] (sin in the first half, cos in the second)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angles = positions.float()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
 class StepEmbedding(nn.Module):
     """Diffusion step t [B] -> [B, W] (sinusoidal features through a small MLP, as in DDPM/EDGE)."""
 
@@ -45,4 +37,4 @@ class StepEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, width * 2), nn.SiLU(), nn.Linear(width * 2, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.width))
+        return self.mlp(sinusoidal_table(t, self.width))

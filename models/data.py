@@ -91,7 +91,7 @@ def inspect_store(reader: SegmentReader, config: ExperimentConfig) -> StoreSumma
         n_train=n_train,
         n_val=n_val,
         segment_frames=int(motion.shape[1]),
-        fps=int(reader.attrs.get("fps", 24)),
+        fps=int(reader.attrs["fps"]),
         audio_dim=int(audio.shape[-1]),
         motion_field=field,
         motion_shape=tuple(int(s) for s in motion.shape[2:]),

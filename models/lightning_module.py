@@ -19,11 +19,11 @@ VAL_SEED = 1234  # validation draws the same t and noise every pass, so val_loss
 
 
 class MotionDiffusionModule(L.LightningModule):
-    def __init__(self, config: dict[str, Any], meta: dict[str, Any] | None = None):
+    def __init__(self, config: dict[str, Any], meta: dict[str, Any]):
         super().__init__()
         self.save_hyperparameters()  # config + meta in the checkpoint: enough to rebuild the model
         self.cfg: ExperimentConfig = config_from_dict(config, source="checkpoint hyper_parameters")
-        self.model = MotionModel(self.cfg, MotionMeta(**(meta or {})))
+        self.model = MotionModel(self.cfg, MotionMeta(**meta))
         self.ema = EMA(self.model.denoiser, self.cfg.train.ema_decay)
 
     def set_data_statistics(self, mean: np.ndarray, std: np.ndarray, basis: np.ndarray | None = None) -> None:

@@ -21,15 +21,15 @@ class AudioTooShortError(ValueError):
 
 @dataclass(frozen=True)
 class MotionMeta:
-    """Facts about the training data that generation needs."""
+    """Facts about the training data that generation needs (from the segment store's attrs)."""
 
-    fps: int = 24
+    fps: int
     segment_frames: int = 48
     n_vertices: int | None = None  # FLAME variant only
 
 
 class MotionModel(nn.Module):
-    def __init__(self, config: ExperimentConfig, meta: MotionMeta = MotionMeta()):
+    def __init__(self, config: ExperimentConfig, meta: MotionMeta):
         super().__init__()
         self.config = config
         self.meta = meta

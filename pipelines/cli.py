@@ -29,13 +29,11 @@ def _workers() -> int:
 
 
 def _resources(args: argparse.Namespace) -> dict:
-    if getattr(args, "data_root", None):
-        os.environ["FACETALK_DATA_ROOT"] = str(args.data_root)
-    if getattr(args, "store", None):
-        os.environ["FACETALK_STORE"] = str(args.store)
     from pipelines.resources import default_resources
 
-    return default_resources()
+    return default_resources(
+        data_root=getattr(args, "data_root", None), store=getattr(args, "store", None), fps=getattr(args, "fps", None)
+    )
 
 
 def _instance():
@@ -187,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("--data-root", help="dataset root (default: $FACETALK_DATA_ROOT or the demo data)")
         command.add_argument("--store", help="store root (default: $FACETALK_STORE)")
+        if name != "segments":
+            command.add_argument(
+                "--fps", type=int, help="frame rate of the dataset's tracking (default: 24, the FaceTalk release)"
+            )
         command.set_defaults(run=run)
         if name == "ingest":
             command.add_argument("--sequence", action="append", help="only this sequence key (repeatable)")

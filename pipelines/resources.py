@@ -12,9 +12,14 @@ from storage.sequence_store import SequenceStore
 
 
 class DatasetResource(ConfigurableResource):
-    """A dataset root in the published FaceTalk layout."""
+    """A dataset root in the published FaceTalk layout.
+
+    `fps`: the frame rate of its tracking (24 in the FaceTalk release). It is read here once,
+    written into each sequence store's attrs at ingest, and read back from the data downstream
+    (segments, training, generation)."""
 
     root: str
+    fps: int = 24
 
     @property
     def path(self) -> Path:
@@ -70,13 +75,23 @@ class AudioEncoderResource(ConfigurableResource):
         return _ENCODERS[key]
 
 
-def default_resources() -> dict:
-    """Resources from the environment (FACETALK_DATA_ROOT, FACETALK_STORE, FACETALK_AUDIO_ENCODER)."""
-    encoder = settings.audio_encoder_path()
+def default_resources(
+    data_root: str | Path | None = None,
+    store: str | Path | None = None,
+    audio_encoder: str | Path | None = None,
+    fps: int | None = None,
+) -> dict:
+    """The resources for these roots; what is not given comes from the deployment's environment
+    (FACETALK_DATA_ROOT, FACETALK_STORE, FACETALK_AUDIO_ENCODER, FACETALK_FPS) or the demo defaults."""
+    encoder = Path(audio_encoder).expanduser() if audio_encoder else settings.audio_encoder_path()
+    fps = fps or settings.dataset_fps()
     return {
-        "dataset": DatasetResource(root=str(settings.data_root())),
+        "dataset": DatasetResource(
+            root=str(Path(data_root).expanduser() if data_root else settings.data_root()),
+            **({"fps": fps} if fps else {}),
+        ),
         # Taken as written when it is a URL: Path() would fold `s3://` into `s3:/`.
-        "store": StoreResource(root=str(settings.store_root())),
+        "store": StoreResource(root=str(store_path(store) if store else settings.store_root())),
         "audio_encoder": AudioEncoderResource(
             path=str(encoder), create_demo_if_missing=encoder == settings.default_encoder_path()
         ),

@@ -42,6 +42,16 @@ def audio_encoder_path() -> Path:
     return Path(os.environ.get("FACETALK_AUDIO_ENCODER", default_encoder_path())).expanduser()
 
 
+def dataset_fps() -> int | None:
+    """`FACETALK_FPS` for a deployment whose dataset is not at the default frame rate (DatasetResource.fps)."""
+    value = os.environ.get("FACETALK_FPS")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"FACETALK_FPS must be a positive whole number of frames per second, got {value!r}")
+    return int(value)
+
+
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", facetalk_home() / "dagster_home")).expanduser()
 

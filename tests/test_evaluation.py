@@ -81,7 +81,7 @@ def data(tmp_path_factory) -> tuple[SequenceStore, SegmentReader]:
             key = f"ID{identity}_seq{sequence}"
             _write_sequence(store, key, seed=10 * identity + sequence, with_meshes=sequence == 0)
             keys.append(key)
-    result = build_training_segments(store, keys, SegmentingConfig(segment_frames=24, stride=12, fps=FPS))
+    result = build_training_segments(store, keys, SegmentingConfig(segment_frames=24, stride=12))
     return store, SegmentReader(result.path)
 
 

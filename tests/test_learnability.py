@@ -20,7 +20,13 @@ from models.heads.analytic import EXPRESSION_DIMS
 from models.train import train
 from ops.dataset.segmenting import SegmentingConfig, build_training_segments
 from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
-from ops.tracking.ingest import EncoderSource, ingest_audio_features, ingest_cleaned_audio, ingest_nphm_expressions
+from ops.tracking.ingest import (
+    EncoderSource,
+    FeatureSettings,
+    ingest_audio_features,
+    ingest_cleaned_audio,
+    ingest_nphm_expressions,
+)
 from pipelines.settings import PROJECT_ROOT
 from storage.layout import scan_dataset
 from storage.segments import SegmentReader
@@ -38,8 +44,8 @@ def test_model_follows_the_audio_better_than_without_it(tmp_path, tiny_encoder_d
     encoder = EncoderSource(tiny_encoder_dir)
     for seq in scan_dataset(data).sequences:
         ingest_cleaned_audio(seq, store)
-        ingest_nphm_expressions(seq, store)
-        ingest_audio_features(seq, store, encoder)
+        ingest_nphm_expressions(seq, store, fps=24)
+        ingest_audio_features(seq, store, encoder, FeatureSettings(fps=24))
     keys = store.sequences_with("nphm", "audio_features")
     segments = build_training_segments(store, keys, SegmentingConfig(stride=6, include_flame=False))
     assert segments.split_counts["train"] > 0 and segments.split_counts["test"] > 0

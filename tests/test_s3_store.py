@@ -112,10 +112,10 @@ def _run_local_reference(dataset: Path, store_root: Path, encoder: Path) -> None
     store = SequenceStore(store_root)
     for seq in scan_dataset(dataset).sequences:
         ingest.ingest_cleaned_audio(seq, store)
-        ingest.ingest_nphm_expressions(seq, store)
-        ingest.ingest_flame_vertices(seq, store)
+        ingest.ingest_nphm_expressions(seq, store, fps=24)
+        ingest.ingest_flame_vertices(seq, store, fps=24)
         ingest.ingest_nphm_meshes(seq, store)
-        ingest.ingest_audio_features(seq, store, ingest.EncoderSource(encoder))
+        ingest.ingest_audio_features(seq, store, ingest.EncoderSource(encoder), ingest.FeatureSettings(fps=24))
     build_training_segments(store, store.sequences_with("nphm", "audio_features"), SegmentingConfig(**SEGMENTS))
 
 

@@ -88,7 +88,7 @@ def test_odd_sizes_are_padded_to_even(tmp_path):
 
 
 def test_missing_ffmpeg_binary_is_reported(tmp_path):
-    config = VideoConfig(ffmpeg=str(tmp_path / "no-such-ffmpeg"))
+    config = VideoConfig(fps=FPS, ffmpeg=str(tmp_path / "no-such-ffmpeg"))
     with pytest.raises(FfmpegError, match="not found"):
         write_mp4(
             tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.uint8)], config, audio=_tone(0.1), sample_rate=SAMPLE_RATE
@@ -97,7 +97,7 @@ def test_missing_ffmpeg_binary_is_reported(tmp_path):
 
 
 def test_ffmpeg_failure_carries_its_stderr(tmp_path):
-    config = VideoConfig(preset="no-such-preset")
+    config = VideoConfig(fps=FPS, preset="no-such-preset")
     with pytest.raises(FfmpegError, match="no-such-preset") as caught:
         write_mp4(tmp_path / "x.mp4", [np.zeros((8, 8, 3), np.uint8)] * 2, config)
     assert "x.mp4" in str(caught.value)
@@ -106,14 +106,14 @@ def test_ffmpeg_failure_carries_its_stderr(tmp_path):
 
 def test_exception_while_writing_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        with Mp4Writer(tmp_path / "x.mp4", 16, 16, VideoConfig(preset="ultrafast")) as writer:
+        with Mp4Writer(tmp_path / "x.mp4", 16, 16, VideoConfig(fps=FPS, preset="ultrafast")) as writer:
             writer.write(np.zeros((16, 16, 3), np.uint8))
             raise RuntimeError("renderer crashed")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_wrong_frame_shape_is_rejected(tmp_path):
-    with Mp4Writer(tmp_path / "x.mp4", 16, 16) as writer:
+    with Mp4Writer(tmp_path / "x.mp4", 16, 16, VideoConfig(fps=FPS)) as writer:
         with pytest.raises(ValueError, match=r"x.mp4: frame 0 must be uint8 \[16, 16, 3\]"):
             writer.write(np.zeros((16, 17, 3), np.uint8))
         writer.write(np.zeros((16, 16, 3), np.uint8))
@@ -122,7 +122,7 @@ def test_wrong_frame_shape_is_rejected(tmp_path):
 
 def test_waveform_needs_a_sample_rate(tmp_path):
     with pytest.raises(ValueError, match="sample_rate"):
-        Mp4Writer(tmp_path / "x.mp4", 16, 16, audio=_tone(0.1))
+        Mp4Writer(tmp_path / "x.mp4", 16, 16, VideoConfig(fps=FPS), audio=_tone(0.1))
 
 
 def test_probe_of_a_missing_file_names_it(tmp_path):

@@ -21,7 +21,7 @@ def write_mp4(
     sample_rate: int | None = None,
 ) -> Path:
     """Encode frames (any iterable, consumed lazily) into an MP4 at `path`; returns the path."""
-    config = config or VideoConfig()
+    config = config or VideoConfig(fps=24)
     iterator = iter(frames)
     first = next(iterator, None)
     if first is None:

@@ -9,17 +9,16 @@ x_can = x + delta(x, z_exp, compress(z_id, anchors)), and sdf(x) = identity_sdf(
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.heads.nphm_identity import SKIP_SCALE, SOFTPLUS_BETA
+from models.heads.deepsdf import folded_deepsdf_forward
 
 
 class ConditionedDeepSDF(nn.Module):
     """DeepSDF MLP (softplus, one skip connection) on [x, latent] with one latent for all points.
 
     As in the identity ensemble, the latent's share of the input and skip layers is folded into
-    the bias, so the point batch carries 3 channels into those layers instead of 3 + latent_dim.
+    the bias (`folded_deepsdf_forward`).
     """
 
     def __init__(self, latent_dim: int, hidden_dim: int, n_layers: int, out_dim: int):
@@ -36,21 +35,8 @@ class ConditionedDeepSDF(nn.Module):
 
     def forward(self, points: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """points [N, 3], latent [C] -> [N, out_dim]."""
-        h = points
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            weight, bias = layer.weight, layer.bias  # [out, in], [out]
-            if i == 0 or i == self.skip_layer:
-                scale = 1.0 if i == 0 else SKIP_SCALE
-                n_hidden_in = weight.shape[1] - 3 - self.latent_dim  # 0 at the input layer
-                folded_bias = bias + scale * (weight[:, n_hidden_in + 3 :] @ latent)
-                out = torch.addmm(folded_bias, points, weight[:, n_hidden_in : n_hidden_in + 3].T, alpha=scale)
-                if n_hidden_in:
-                    out = torch.addmm(out, h, weight[:, :n_hidden_in].T, alpha=scale)
-            else:
-                out = torch.addmm(bias, h, weight.T)
-            h = F.softplus(out, beta=SOFTPLUS_BETA) if i < last else out
-        return h
+        layers = [(layer.weight[None], layer.bias[None]) for layer in self.layers]  # one member
+        return folded_deepsdf_forward(points[None], latent[None], layers, self.skip_layer)[0]
 
 
 class BackwardDeformation(nn.Module):

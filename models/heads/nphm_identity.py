@@ -17,11 +17,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-SOFTPLUS_BETA = 100.0  # as NPHM: a smooth ReLU that keeps SDF gradients well defined
-SKIP_SCALE = 1.0 / math.sqrt(2.0)  # DeepSDF's skip connection: cat([h, input]) / sqrt(2)
+from models.heads.deepsdf import folded_deepsdf_forward
 
 
 class EnsembledLinear(nn.Module):
@@ -53,9 +51,8 @@ class EnsembledLinear(nn.Module):
 class EnsembledDeepSDF(nn.Module):
     """DeepSDF MLP per member (softplus, one skip connection re-injecting the input).
 
-    The latent code is constant over the points of one call, so its share of the input and skip
-    layers is folded into a per-member bias instead of being concatenated to every point: the
-    point batch only carries 3 input channels.
+    The latent's share of the input and skip layers is folded into a per-member bias
+    (`folded_deepsdf_forward`).
     """
 
     def __init__(self, n_members: int, n_shared_pairs: int, latent_dim: int, hidden_dim: int, n_layers: int):
@@ -72,25 +69,8 @@ class EnsembledDeepSDF(nn.Module):
 
     def forward(self, coords: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """coords [M, N, 3] (member-local points), latent [M, C] -> sdf [M, N]."""
-        n_members = coords.shape[0]
-        h = coords
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            weight, bias = layer.expanded(n_members)  # [M, out, in], [M, out]
-            if i == 0 or i == self.skip_layer:
-                scale = 1.0 if i == 0 else SKIP_SCALE
-                n_hidden_in = weight.shape[2] - 3 - self.latent_dim  # 0 at the input layer
-                w_hidden = weight[:, :, :n_hidden_in]
-                w_xyz = weight[:, :, n_hidden_in : n_hidden_in + 3]
-                w_latent = weight[:, :, n_hidden_in + 3 :]
-                folded_bias = bias + scale * torch.einsum("moc,mc->mo", w_latent, latent)
-                out = torch.baddbmm(folded_bias.unsqueeze(1), coords, w_xyz.transpose(1, 2), alpha=scale)
-                if n_hidden_in:
-                    out = torch.baddbmm(out, h, w_hidden.transpose(1, 2), alpha=scale)
-            else:
-                out = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-            h = F.softplus(out, beta=SOFTPLUS_BETA) if i < last else out
-        return h.squeeze(-1)
+        layers = [layer.expanded(coords.shape[0]) for layer in self.layers]  # [M, out, in], [M, out]
+        return folded_deepsdf_forward(coords, latent, layers, self.skip_layer).squeeze(-1)
 
 
 class LocalEnsembleSDF(nn.Module):

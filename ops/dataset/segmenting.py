@@ -20,9 +20,8 @@ CODE_VERSION = "segments-1"
 
 @dataclass(frozen=True)
 class SegmentingConfig:
-    segment_frames: int = 48  # 2 s at 24 fps, as in the paper
+    segment_frames: int = 48  # 2 s at the paper's frame rate; the frame rate itself comes from the stores
     stride: int = 12
-    fps: int = 24
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     split_seed: int = 0
@@ -80,6 +79,7 @@ def assign_splits(identities: list[str], val_fraction: float, test_fraction: flo
 @dataclass
 class _SequenceData:
     key: str
+    fps: int  # from the store: the dataset's frame rate at ingest
     identity_name: str
     expression: np.ndarray  # [T, 200]
     identity_code: np.ndarray  # [1344]
@@ -93,12 +93,12 @@ class _SequenceData:
 def _load_sequence(store: SequenceStore, key: str, config: SegmentingConfig) -> _SequenceData:
     nphm = store.open_component(key, "nphm")
     features = store.open_component(key, "audio_features")
-    for name, group in (("nphm", nphm), ("audio_features", features)):
-        fps = group.attrs.get("fps")
-        if fps is not None and int(round(float(fps))) != config.fps:
-            raise SegmentingError(
-                f"sequence {key!r}: {name} is at {fps} fps, segments are configured for {config.fps} fps"
-            )
+    rates = {name: group.attrs.get("fps") for name, group in (("nphm", nphm), ("audio_features", features))}
+    if None in rates.values() or rates["nphm"] != rates["audio_features"]:
+        raise SegmentingError(
+            f"sequence {key!r}: frame rates nphm={rates['nphm']} and audio_features={rates['audio_features']} "
+            "differ or are missing; re-materialize its per-sequence assets"
+        )
     expression = nphm["expression"][...]
     audio_features = features["features"][...]
     if len(expression) != len(audio_features):
@@ -120,6 +120,7 @@ def _load_sequence(store: SequenceStore, key: str, config: SegmentingConfig) -> 
     starts = window_starts(len(expression), config.segment_frames, config.stride)
     return _SequenceData(
         key,
+        int(rates["nphm"]),
         identity_of(key),
         expression,
         identity_code,
@@ -170,6 +171,10 @@ def build_training_segments(
         sequences.append(data)
     if not sequences:
         raise SegmentingError(f"every sequence is shorter than one segment ({config.segment_frames} frames): {skipped}")
+    rates = {s.fps for s in sequences}
+    if len(rates) != 1:
+        by_rate = {rate: [s.key for s in sequences if s.fps == rate][:5] for rate in sorted(rates)}
+        raise SegmentingError(f"sequences were ingested at different frame rates: {by_rate}")
 
     splits = assign_splits(
         [s.identity_name for s in sequences], config.val_fraction, config.test_fraction, config.split_seed
@@ -231,7 +236,7 @@ def build_training_segments(
     if has_flame:
         fields["flame_offsets"] = FieldSpec((length, sequences[0].flame_vertices.shape[1], 3))
     attrs = {
-        "fps": config.fps,
+        "fps": sequences[0].fps,
         "segment_frames": length,
         "stride": config.stride,
         "audio_dim": audio_dim,

@@ -169,7 +169,7 @@ def render_talking_head(
     out_mp4: str | Path,
     audio_samples: np.ndarray | None = None,
     sample_rate: int | None = None,
-    fps: float = 24.0,
+    fps: float,
     render_config: RenderConfig | None = None,
     ground_truth=None,
     ground_truth_faces: np.ndarray | None = None,

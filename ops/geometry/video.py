@@ -29,7 +29,7 @@ class FfmpegError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoConfig:
-    fps: float = 24.0
+    fps: float  # the motion's frame rate, from the data
     crf: int = 18  # x264 quality: lower is better; 18 is visually lossless for renders
     preset: str = "medium"
     audio_bitrate: str = "160k"
@@ -56,7 +56,7 @@ class Mp4Writer:
         path: str | os.PathLike,
         width: int,
         height: int,
-        config: VideoConfig = VideoConfig(),
+        config: VideoConfig,
         audio: AudioSource = None,
         sample_rate: int | None = None,
     ) -> None:

@@ -54,7 +54,7 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    fps: int = 24
+    fps: int  # the dataset's frame rate (DatasetResource.fps): the frame count when no motion exists yet
     max_drift_s: float = 1.0  # audio vs motion length; beyond this the sequence is refused
     warn_drift_frames: float = 2.0  # beyond this the drift check warns
 
@@ -212,7 +212,7 @@ def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: i
 
 
 def ingest_audio_features(
-    seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, settings: FeatureSettings = FeatureSettings()
+    seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, settings: FeatureSettings
 ) -> IngestOutcome:
     """Frozen Wav2Vec2 features aligned to the motion frames (`<seq>.zarr/audio_features`, [T, hidden])."""
     audio_attrs = store.attrs(seq.key, "audio")
@@ -259,7 +259,7 @@ def ingest_audio_features(
 # ---------------------------------------------------------------------------------------- tracking
 
 
-def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int = 24) -> IngestOutcome:
+def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int) -> IngestOutcome:
     """Per-frame `.npz` codes -> `<seq>.zarr/nphm`: expression [T, 200] (+ identity [1344], pose)."""
     from ops.tracking.nphm import read_nphm_expressions
 
@@ -290,7 +290,7 @@ def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int 
     return _write(store, seq.key, "nphm", arrays, fingerprint, summary, checks)
 
 
-def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int = 24) -> IngestOutcome:
+def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int) -> IngestOutcome:
     """FLAME template + per-frame PLY -> `<seq>.zarr/flame`: vertices [T, V, 3], template [V, 3], faces."""
     from ops.tracking.flame import read_flame_tracking
 

@@ -28,13 +28,8 @@ def sequence_asset(name: str, component: str, checks: list[str], **kwargs):
     )
 
 
-class MotionConfig(Config):
-    fps: int = 24
-
-
 class AudioFeaturesConfig(Config):
-    fps: int = 24
-    max_drift_s: float = 1.0
+    max_drift_s: float = 1.0  # audio and motion lengths further apart than this are refused
 
 
 @sequence_asset("cleaned_audio", "audio", AUDIO_CHECKS)
@@ -47,20 +42,20 @@ def cleaned_audio(context: AssetExecutionContext, dataset: DatasetResource, stor
 
 @sequence_asset("nphm_expressions", "nphm", NPHM_CHECKS)
 def nphm_expressions(
-    context: AssetExecutionContext, config: MotionConfig, dataset: DatasetResource, store: StoreResource
+    context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource
 ) -> MaterializeResult:
     """Per-frame NPHM `.npz` codes -> expression [T, 200] (+ identity [1344], pose when present)."""
-    outcome = ingest.ingest_nphm_expressions(dataset.sequence(context.partition_key), store.sequences(), fps=config.fps)
+    outcome = ingest.ingest_nphm_expressions(
+        dataset.sequence(context.partition_key), store.sequences(), fps=dataset.fps
+    )
     context.log.info(f"{context.partition_key}: nphm_expressions {outcome.status}")
     return ingest_result(outcome, NPHM_CHECKS)
 
 
 @sequence_asset("flame_vertices", "flame", FLAME_CHECKS)
-def flame_vertices(
-    context: AssetExecutionContext, config: MotionConfig, dataset: DatasetResource, store: StoreResource
-) -> MaterializeResult:
+def flame_vertices(context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource) -> MaterializeResult:
     """FLAME template + per-frame PLY meshes -> vertices [T, V, 3], template and faces."""
-    outcome = ingest.ingest_flame_vertices(dataset.sequence(context.partition_key), store.sequences(), fps=config.fps)
+    outcome = ingest.ingest_flame_vertices(dataset.sequence(context.partition_key), store.sequences(), fps=dataset.fps)
     context.log.info(f"{context.partition_key}: flame_vertices {outcome.status}")
     return ingest_result(outcome, FLAME_CHECKS)
 
@@ -88,7 +83,7 @@ def audio_features(
     audio_encoder: AudioEncoderResource,
 ) -> MaterializeResult:
     """Frozen Wav2Vec2 features, CNN output interpolated to the motion frame count (FaceFormer): [T, 768]."""
-    settings = ingest.FeatureSettings(fps=config.fps, max_drift_s=config.max_drift_s)
+    settings = ingest.FeatureSettings(fps=dataset.fps, max_drift_s=config.max_drift_s)
     outcome = ingest.ingest_audio_features(
         dataset.sequence(context.partition_key), store.sequences(), audio_encoder.source(), settings
     )

@@ -15,9 +15,8 @@ _DEFAULTS = SegmentingConfig()  # one source of truth for the defaults, in ops/
 
 
 class TrainingSegmentsConfig(Config):
-    segment_frames: int = _DEFAULTS.segment_frames  # 48 = 2 s at 24 fps
+    segment_frames: int = _DEFAULTS.segment_frames  # 48 = 2 s at the dataset's 24 frames/s
     stride: int = _DEFAULTS.stride
-    fps: int = _DEFAULTS.fps
     val_fraction: float = _DEFAULTS.val_fraction  # of identities, not of segments
     test_fraction: float = _DEFAULTS.test_fraction
     split_seed: int = _DEFAULTS.split_seed
