@@ -39,6 +39,7 @@ class SegmentsResult:
     sequences_used: list[str]
     sequences_skipped: dict[str, str] = field(default_factory=dict)  # key -> why
     has_flame: bool = False
+    fps: int = 0  # of the included sequences, from their stores
 
 
 class SegmentingError(ValueError):
@@ -216,6 +217,7 @@ def build_training_segments(
         [s.key for s in sequences],
         skipped,
         has_flame,
+        sequences[0].fps,
     )
     if _is_complete(final_dir, len(rows)):
         publish_current(store.root, version)

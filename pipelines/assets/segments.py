@@ -59,7 +59,7 @@ def training_segments(
             "includes_flame": result.has_flame,
             "segment_frames": config.segment_frames,
             "stride": config.stride,
-            "fps": config.fps,
+            "fps": result.fps,
         },
         check_results=checks,
     )
