@@ -88,9 +88,7 @@ class _ChunkAppender:
 
     def append(self, block: np.ndarray) -> None:
         if self.written + self.filled + len(block) > self.array.shape[0]:
-            raise FrameStoreError(
-                f"{self.array.path}: {len(block)} more rows than the {self.array.shape[0]} planned"
-            )
+            raise FrameStoreError(f"{self.array.path}: {len(block)} more rows than the {self.array.shape[0]} planned")
         while len(block):
             take = min(len(block), self.rows - self.filled)
             self.buffer[self.filled : self.filled + take] = block[:take]
@@ -222,7 +220,9 @@ def tree_bytes(path: StorePath) -> int:
 
 
 @contextmanager
-def write_frame_store(final_dir: str | StorePath, layout: FrameLayout, summary: dict[str, Any]) -> Iterator[FrameStoreWriter]:
+def write_frame_store(
+    final_dir: str | StorePath, layout: FrameLayout, summary: dict[str, Any]
+) -> Iterator[FrameStoreWriter]:
     """Create frame data that appears under `final_dir` only once the block completes.
 
     `summary` goes into frames.json, with the writer's stats and the bytes on disk added."""
@@ -304,13 +304,16 @@ class FrameStore:
             self._cached[name] = data
         return data
 
-    def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rows `rows` (any shape of indices, repeats allowed) -> [*rows.shape, *row_shape]."""
+    def rows(self, name: str, rows: np.ndarray, cache: bool = True) -> np.ndarray:
+        """Rows `rows` (any shape of indices, repeats allowed) -> [*rows.shape, *row_shape].
+
+        With `cache`, an array that fits the remaining budget is read whole once and kept."""
         rows = np.asarray(rows, dtype=np.int64)
         array = self.group[name]
         if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
             raise IndexError(f"{str(self.path)!r}/{name}: rows outside [0, {array.shape[0]})")
-        if name in self._cached or array.nbytes <= self.cache_bytes - sum(a.nbytes for a in self._cached.values()):
+        fits = array.nbytes <= self.cache_bytes - sum(a.nbytes for a in self._cached.values())
+        if name in self._cached or (cache and fits):
             return self.whole(name)[rows]
         _reads[0] += 1
         unique, inverse = np.unique(rows.ravel(), return_inverse=True)

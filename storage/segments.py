@@ -200,7 +200,8 @@ class SegmentReader:
         starts = self.first_rows(field, indices)
         if field == "identity":
             return self.frames.rows(field, starts)
-        data = self.frames.rows(field, starts[:, None] + self._window)
+        # FLAME offsets are large and read rarely (PCA fit, evaluation): never cached whole.
+        data = self.frames.rows(field, starts[:, None] + self._window, cache=field != "flame_offsets")
         return data.astype(np.float32, copy=False)
 
     def _checked(self, indices: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ops.dataset.survey import IDENTITY_DIM, Survey, component_fingerprints, survey_sequences
 from storage.fingerprint import hash_values
-from storage.frame_store import FrameLayout, FrameStore, is_frame_store, read_frame_summary, write_frame_store
+from storage.frame_store import FrameLayout, FrameStore, is_frame_store, write_frame_store
 from storage.layout import identity_of
 from storage.location import StorePath
 from storage.segment_versions import prune_versions, record_published
@@ -68,6 +68,7 @@ class SegmentsResult:
     float32_bytes: int = 0  # the same frames as float32
     flame_max_abs_error: float = 0.0  # of the stored FLAME offsets, in vertex units
     pruned: list[str] = field(default_factory=list)
+    fps: int | None = None  # the frame rate the sequences were ingested at
 
 
 class SegmentingError(ValueError):
@@ -171,7 +172,9 @@ def _write_frames(
                 template,
                 faces,
             )
-            say(f"[{number}/{len(survey.included)}] {key}: {shape.n_frames} frames{' + FLAME' if offsets is not None else ''}")
+            say(
+                f"[{number}/{len(survey.included)}] {key}: {shape.n_frames} frames{' + FLAME' if offsets is not None else ''}"
+            )
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -184,11 +187,15 @@ def _manifest(sequences: pa.Table, config: SegmentingConfig) -> tuple[pa.Table, 
     for row in rows:
         starts[row["sequence"]] = window_starts(row["n_frames"], config.segment_frames, config.stride)
         if not len(starts[row["sequence"]]):
-            skipped[row["sequence"]] = f"{row['n_frames']} frames, shorter than one {config.segment_frames}-frame segment"
+            skipped[row["sequence"]] = (
+                f"{row['n_frames']} frames, shorter than one {config.segment_frames}-frame segment"
+            )
     used = [row for row in rows if len(starts[row["sequence"]])]
     if not used:
         raise SegmentingError(f"every sequence is shorter than one segment ({config.segment_frames} frames): {skipped}")
-    splits = assign_splits([row["identity"] for row in used], config.val_fraction, config.test_fraction, config.split_seed)
+    splits = assign_splits(
+        [row["identity"] for row in used], config.val_fraction, config.test_fraction, config.split_seed
+    )
     columns: dict[str, list] = {name: [] for name in ("sequence", "identity", "start_frame", "split", "sequence_index")}
     columns.update(frame_offset=[], has_flame=[], flame_index=[], flame_offset=[])
     for row in used:
@@ -235,6 +242,7 @@ def _result(path: StorePath, attrs: dict[str, Any], status: str) -> SegmentsResu
         stored_bytes=int(attrs["stored_bytes"]),
         float32_bytes=int(attrs["float32_bytes"]),
         flame_max_abs_error=float(attrs["flame_max_abs_error"]),
+        fps=attrs.get("fps"),
     )
 
 

@@ -11,8 +11,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
-from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
 from storage.fingerprint import hash_values
+from storage.sequence_store import FINGERPRINT_ATTR, SequenceStore
 
 IDENTITY_DIM = 1344  # NPHM's identity code
 COMPONENT_ARRAYS = {"nphm": "expression", "audio_features": "features", "flame": "vertices"}
@@ -84,13 +84,17 @@ def _shape_of(store: SequenceStore, key: str, include_flame: bool) -> SequenceSh
         {c: (a or {}).get("fps") for c, a in attrs.items()},
     )
     if shape.fps["nphm"] is None or shape.fps["nphm"] != shape.fps["audio_features"]:
-        return f"frame rates differ or are missing: nphm {shape.fps['nphm']}, audio_features {shape.fps['audio_features']}"
+        return (
+            f"frame rates differ or are missing: nphm {shape.fps['nphm']}, audio_features {shape.fps['audio_features']}"
+        )
     if shape.audio_frames != shape.n_frames:
         return f"{shape.audio_frames} audio-feature frames but {shape.n_frames} NPHM expression frames"
     if include_flame and attrs["flame"] is not None:
         vertices = _array_shape(store, key, "flame", "vertices")
         if vertices is None or len(vertices) != 3:
-            return f"flame/vertices in {str(store.component_path(key, 'flame'))!r} is missing or not [frames, vertices, 3]"
+            return (
+                f"flame/vertices in {str(store.component_path(key, 'flame'))!r} is missing or not [frames, vertices, 3]"
+            )
         if shape.fps["flame"] != shape.fps["nphm"]:
             return f"frame rates differ: flame {shape.fps['flame']}, nphm {shape.fps['nphm']}"
         if vertices[0] != shape.n_frames:
