@@ -298,8 +298,8 @@ class FrameStore:
         """The whole array (cached when it fits the budget)."""
         if name in self._cached:
             return self._cached[name]
-        _reads[0] += 1
-        data = self.group[name][...]
+        with self._reading(name):
+            data = self.group[name][...]
         if data.nbytes <= self.cache_bytes - sum(a.nbytes for a in self._cached.values()):
             self._cached[name] = data
         return data
@@ -315,14 +315,26 @@ class FrameStore:
         fits = array.nbytes <= self.cache_bytes - sum(a.nbytes for a in self._cached.values())
         if name in self._cached or (cache and fits):
             return self.whole(name)[rows]
-        _reads[0] += 1
         unique, inverse = np.unique(rows.ravel(), return_inverse=True)
-        data = array.get_orthogonal_selection((unique,))  # zarr fetches the touched chunks concurrently
+        with self._reading(name):
+            data = array.get_orthogonal_selection((unique,))  # zarr fetches the touched chunks concurrently
         return data[inverse].reshape(*rows.shape, *array.shape[1:])
 
     def block(self, name: str, start: int, stop: int) -> np.ndarray:
         """Contiguous rows [start, stop)."""
         if name in self._cached:
             return self._cached[name][start:stop]
+        with self._reading(name):
+            return self.group[name][start:stop]
+
+    @contextmanager
+    def _reading(self, name: str) -> Iterator[None]:
+        """Count a frame-data read; a damaged chunk becomes an error naming the array."""
         _reads[0] += 1
-        return self.group[name][start:stop]
+        try:
+            yield
+        except (IndexError, KeyError):
+            raise
+        except Exception as error:  # codec errors (a truncated or corrupt chunk) come in many types
+            where = f"{self.path}/{FRAMES_ZARR}/{name}"
+            raise FrameStoreError(f"{where!r}: cannot read ({type(error).__name__}: {error})") from error

@@ -198,10 +198,13 @@ class SegmentReader:
         if field not in self.fields:
             raise SegmentStoreError(f"segment store {str(self.path)!r} has no {field!r} array; it has {self.fields}")
         starts = self.first_rows(field, indices)
-        if field == "identity":
-            return self.frames.rows(field, starts)
-        # FLAME offsets are large and read rarely (PCA fit, evaluation): never cached whole.
-        data = self.frames.rows(field, starts[:, None] + self._window, cache=field != "flame_offsets")
+        try:
+            if field == "identity":
+                return self.frames.rows(field, starts)
+            # FLAME offsets are large and read rarely (PCA fit, evaluation): never cached whole.
+            data = self.frames.rows(field, starts[:, None] + self._window, cache=field != "flame_offsets")
+        except FrameStoreError as error:
+            raise SegmentStoreError(f"segment store {str(self.path)!r}: {error}") from error
         return data.astype(np.float32, copy=False)
 
     def _checked(self, indices: np.ndarray) -> np.ndarray:
