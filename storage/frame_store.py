@@ -287,19 +287,26 @@ class FrameStore:
         self.group = open_group_readonly(self.path / FRAMES_ZARR)
         self.cache_bytes = cache_bytes
         self._cached: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def _array(self, name: str) -> zarr.Array:
+        # Opening an array reads its metadata (a millisecond or more; a request on S3): once per name.
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
 
     def has(self, name: str) -> bool:
         return name in self.group
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.group[name].shape)
+        return tuple(self._array(name).shape)
 
     def whole(self, name: str) -> np.ndarray:
         """The whole array (cached when it fits the budget)."""
         if name in self._cached:
             return self._cached[name]
         with self._reading(name):
-            data = self.group[name][...]
+            data = self._array(name)[...]
         if data.nbytes <= self.cache_bytes - sum(a.nbytes for a in self._cached.values()):
             self._cached[name] = data
         return data
@@ -309,11 +316,13 @@ class FrameStore:
 
         With `cache`, an array that fits the remaining budget is read whole once and kept."""
         rows = np.asarray(rows, dtype=np.int64)
-        array = self.group[name]
+        array = self._array(name)
         if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
             raise IndexError(f"{str(self.path)!r}/{name}: rows outside [0, {array.shape[0]})")
+        if name in self._cached:
+            return self._cached[name][rows]
         fits = array.nbytes <= self.cache_bytes - sum(a.nbytes for a in self._cached.values())
-        if name in self._cached or (cache and fits):
+        if cache and fits:
             return self.whole(name)[rows]
         unique, inverse = np.unique(rows.ravel(), return_inverse=True)
         with self._reading(name):
@@ -325,7 +334,7 @@ class FrameStore:
         if name in self._cached:
             return self._cached[name][start:stop]
         with self._reading(name):
-            return self.group[name][start:stop]
+            return self._array(name)[start:stop]
 
     @contextmanager
     def _reading(self, name: str) -> Iterator[None]:
