@@ -1,7 +1,8 @@
 """One Zarr group per sequence: `<store>/sequences/<key>.zarr/<component>/`.
 
 Each component (`audio`, `audio_features`, `nphm`, `flame`, `nphm_meshes`) is written by
-exactly one asset, whole, through `atomic_directory`, and carries in its attrs the
+exactly one asset through `atomic_directory` (whole, or streamed block by block through
+`component_writer` so memory stays bounded), and carries in its attrs the
 fingerprint of what it was made from. A component is current when its fingerprint matches;
 the asset then skips the work and says `cached`. The root is a local directory or an
 object-store URL (see `storage.location`); a component counts as present only once published.
@@ -9,7 +10,9 @@ object-store URL (see `storage.location`); a component counts as present only on
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ import zarr
 from storage.atomic import atomic_directory, is_published, recover_interrupted
 from storage.layout import validate_sequence_key
 from storage.location import StorePath, make_dirs, store_path
+from storage.streaming import GroupWriter
 from storage.zarr_io import open_group_readonly, to_json, write_group, zarr_store
 
 COMPONENTS = ("audio", "audio_features", "nphm", "flame", "nphm_meshes")
@@ -71,6 +75,19 @@ class SequenceStore:
         with atomic_directory(final) as tmp:
             write_group(tmp, arrays, attrs)
         return ComponentRecord(final, attrs)
+
+    @contextlib.contextmanager
+    def component_writer(self, key: str, component: str) -> Iterator[GroupWriter]:
+        """Stream a component: `with store.component_writer(key, c) as writer:` then
+        `writer.append(name, rows)` as data arrives and fill `writer.attrs`. Published on a clean
+        exit, like `write_component`; an exception leaves the previous version in place."""
+        self._ensure_group(key)
+        final = self.component_path(key, component)
+        with atomic_directory(final) as tmp:
+            writer = GroupWriter(tmp)
+            yield writer
+            writer.attrs.update(sequence=key, component=component)
+            writer.close()
 
     def attrs(self, key: str, component: str) -> dict[str, Any] | None:
         """The component's attrs, or None when it is absent."""

@@ -42,14 +42,19 @@ def write_group(path: StorePath, arrays: dict[str, np.ndarray], attrs: dict[str,
     """Create a zarr group at `path` holding `arrays` (chunked along axis 0) and `attrs`."""
     group = zarr.open_group(zarr_store(path), mode="w", attributes=to_json(attrs))
     for name, data in arrays.items():
-        data = np.ascontiguousarray(data)
-        group.create_array(
-            name,
-            data=data,
-            chunks=time_chunks(data.shape, data.dtype.itemsize) if data.ndim else (),
-            compressors=FAST_COMPRESSOR if data.size else None,
-        )
+        write_array(group, name, data)
     return group
+
+
+def write_array(group: zarr.Group, name: str, data: np.ndarray) -> zarr.Array:
+    """One whole array in `group`, chunked along axis 0 (about 1 MB per chunk), lz4-compressed."""
+    data = np.ascontiguousarray(data)
+    return group.create_array(
+        name,
+        data=data,
+        chunks=time_chunks(data.shape, data.dtype.itemsize) if data.ndim else (),
+        compressors=FAST_COMPRESSOR if data.size else None,
+    )
 
 
 def open_group_readonly(path: StorePath) -> zarr.Group:

@@ -1,6 +1,5 @@
 import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +9,8 @@ from ops.tracking.nphm import (
     EXPRESSION_KEYS,
     IDENTITY_KEYS,
     NPHM_EXPRESSIONS_DIR,
-    NPHM_MESHES_DIR,
     read_nphm_expressions,
-    read_nphm_meshes,
-    require_meshes_match_expressions,
 )
-from ops.tracking.ply import write_ply
 
 RNG = np.random.default_rng(0)
 IDENTITY = RNG.standard_normal(1344).astype(np.float32)
@@ -261,62 +256,6 @@ def test_zip_written_as_a_stream_goes_through_the_fallback(tmp_path):
             archive.writestr(key + ".npy", member.getvalue())
     frame_path(tmp_path, 1).write_bytes(b"prefix" + buffer.getvalue())  # offsets now off by 6
     np.testing.assert_array_equal(read_nphm_expressions(tmp_path).expression[1], np.arange(200))
-
-
-# ----------------------------------------------------------------------------- meshes
-
-
-def write_mesh_frames(seq, sizes, first=0):
-    folder = seq / NPHM_MESHES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    meshes = []
-    for row, n_vertices in enumerate(sizes):
-        vertices = RNG.standard_normal((n_vertices, 3)).astype(np.float32)
-        faces = np.stack([np.zeros(n_vertices - 2), np.arange(1, n_vertices - 1), np.arange(2, n_vertices)], 1).astype(
-            np.int32
-        )
-        write_ply(folder / f"frame_{first + row:04d}.ply", vertices, faces)
-        meshes.append((vertices, faces))
-    return meshes
-
-
-def test_meshes_absent_is_none(tmp_path):
-    assert read_nphm_meshes(tmp_path) is None
-
-
-def test_ragged_meshes_offsets_and_frames(tmp_path):
-    meshes = write_mesh_frames(tmp_path, [5, 9, 4], first=2)
-    ragged = read_nphm_meshes(tmp_path)
-    assert len(ragged) == 3
-    np.testing.assert_array_equal(ragged.vertex_offsets, [0, 5, 14, 18])
-    np.testing.assert_array_equal(ragged.face_offsets, [0, 3, 10, 12])
-    np.testing.assert_array_equal(ragged.frame_numbers, [2, 3, 4])
-    assert ragged.vertices.shape == (18, 3) and ragged.faces.shape == (12, 3)
-    assert ragged.vertex_offsets.dtype == ragged.face_offsets.dtype == np.int64
-    for index, (vertices, faces) in enumerate(meshes):
-        frame_vertices, frame_faces = ragged.frame(index)
-        np.testing.assert_array_equal(frame_vertices, vertices)
-        np.testing.assert_array_equal(frame_faces, faces)  # frame-local indices
-
-
-def test_mesh_frames_must_match_expression_frames(tmp_path):
-    write_frames(tmp_path, n_frames=3, first=2)
-    write_mesh_frames(tmp_path, [5, 6, 7], first=2)
-    tracking, meshes = read_nphm_expressions(tmp_path), read_nphm_meshes(tmp_path)
-    require_meshes_match_expressions(tmp_path, meshes, tracking)
-    (tmp_path / NPHM_MESHES_DIR / "frame_0004.ply").unlink()
-    with pytest.raises(TrackingError, match="frames missing here: 4") as error:
-        require_meshes_match_expressions(tmp_path, read_nphm_meshes(tmp_path), tracking)
-    assert str(Path(tmp_path) / NPHM_MESHES_DIR) in str(error.value)
-
-
-def test_mesh_without_faces_is_an_error(tmp_path):
-    write_mesh_frames(tmp_path, [5, 6])
-    path = tmp_path / NPHM_MESHES_DIR / "frame_0001.ply"
-    write_ply(path, np.ones((4, 3)))
-    with pytest.raises(TrackingError, match="NPHM mesh has no faces") as error:
-        read_nphm_meshes(tmp_path)
-    assert str(path) in str(error.value)
 
 
 def test_plain_and_compressed_npz_take_the_fast_reader(tmp_path):

@@ -46,7 +46,7 @@ from ops.evaluation.metrics import (
     lip_vertex_error_mm,
     mean_vertex_error,
 )
-from ops.geometry.render import MeshFrame, RenderConfig
+from ops.geometry.render import RenderConfig
 from ops.geometry.talking_head import (
     expression_meshes,
     render_expression_video,
@@ -60,6 +60,7 @@ from ops.inference import (
     load_encoder_for,
     load_head,
 )
+from ops.tracking.mesh_frames import stored_mesh_frames
 from storage.segments import SegmentReader
 from storage.sequence_store import SequenceStore
 
@@ -462,29 +463,6 @@ def better_than_baseline(table: Table, baselines: Iterable[str] = ("null_conditi
 # ----------------------------------------------------------------------------- renders
 
 
-class RaggedMeshSequence(Sequence[MeshFrame]):
-    """The `nphm_meshes` component (topology varies per frame), read frame by frame from the store."""
-
-    def __init__(self, store: SequenceStore, key: str, n_frames: int | None = None):
-        self.group = store.open_component(key, "nphm_meshes")
-        self.vertex_offsets = self.group["vertex_offsets"][...]
-        self.face_offsets = self.group["face_offsets"][...]
-        available = len(self.vertex_offsets) - 1
-        self.n = available if n_frames is None else min(n_frames, available)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, frame):  # type: ignore[override]
-        if isinstance(frame, slice):
-            return [self[i] for i in range(*frame.indices(self.n))]
-        if not 0 <= frame < self.n:
-            raise IndexError(f"frame {frame} out of range [0, {self.n})")
-        v0, v1 = self.vertex_offsets[frame : frame + 2]
-        f0, f1 = self.face_offsets[frame : frame + 2]
-        return self.group["vertices"][v0:v1], self.group["faces"][f0:f1]  # faces are frame-local
-
-
 @dataclass
 class EvaluationRenders:
     videos: list[Path]
@@ -499,6 +477,7 @@ def render_evaluation_videos(
     store: SequenceStore,
     out_dir: str | Path,
     *,
+    dataset_root: str | Path | None = None,
     n_sequences: int = 2,
     split: str = "test",
     unseen_audio: Sequence[str | Path] = (),
@@ -519,8 +498,9 @@ def render_evaluation_videos(
     """MP4s with audio: ground truth beside generated for the first `n_sequences` held-out
     sequences and generated-only for every `unseen_audio` file, all cut to `max_seconds`.
 
-    Ground truth is the stored `nphm_meshes` when present, else the ground-truth codes meshed with
-    the same head. The unseen files are cleaned and encoded like `facetalk animate` does
+    Ground truth is the stored `nphm_meshes` when present (read lazily; by reference from
+    `dataset_root`, the data root the sequences were ingested from), else the ground-truth codes
+    meshed with the same head. The unseen files are cleaned and encoded like `facetalk animate` does
     (`encoder_path` is then required, with the width the model was trained on); they are voiced
     by `identity_code` (default zeros). Returns the videos and a preview PNG of the first one.
     """
@@ -551,7 +531,7 @@ def render_evaluation_videos(
         codes = model.generate(clip.features, steps=steps, guidance=guidance, seed=seed + number)
         identity = identity_for(head_model, clip.identity if identity_code is None else identity_code)
         if store.attrs(key, "nphm_meshes") is not None:
-            truth = RaggedMeshSequence(store, key, len(codes))
+            truth = stored_mesh_frames(store, key, dataset_root, len(codes))
         else:
             result.notes.append(f"{key}: no nphm_meshes stored; ground truth meshed from its codes")
             truth = expression_meshes(head_model, identity, clip.codes, resolution)

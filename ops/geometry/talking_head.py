@@ -132,8 +132,8 @@ def mesh_frames(meshes_or_vertex_sequence, faces: np.ndarray | None = None) -> S
         return [(frame, faces) for frame in vertices]
     if faces is not None:
         raise ValueError("`faces` goes with a vertex array [T, V, 3]; meshes carry their own faces")
-    if isinstance(meshes_or_vertex_sequence, PlyMeshSequence):
-        return meshes_or_vertex_sequence
+    if isinstance(meshes_or_vertex_sequence, Sequence) and not isinstance(meshes_or_vertex_sequence, (list, tuple)):
+        return meshes_or_vertex_sequence  # a lazy sequence (PLY files, a stored component): read per frame
     frames = [(m.vertices, m.faces) if isinstance(m, Mesh) else (m[0], m[1]) for m in meshes_or_vertex_sequence]
     if not frames:
         raise ValueError("no frames to render")
@@ -195,7 +195,8 @@ def render_talking_head(
     n_frames = len(generated)
     if ground_truth is not None:
         reference = mesh_frames(ground_truth, ground_truth_faces)
-        bounds = _union(bounds, sequence_bounds(vertices for vertices, _ in reference))
+        known = getattr(reference, "bounds", None)  # stored meshes know theirs: no pass over the frames
+        bounds = _union(bounds, known() if callable(known) else sequence_bounds(v for v, _ in reference))
         n_frames = min(n_frames, len(reference))
     audio = _trimmed_audio(audio_samples, sample_rate, n_frames, fps)
     out_mp4 = Path(out_mp4)

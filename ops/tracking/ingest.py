@@ -2,7 +2,13 @@
 
 Each function here is the logic behind one per-sequence asset. They share one shape:
 fingerprint the inputs, return `cached` when the stored component already matches, else
-read and validate, write the component whole, and describe what was written.
+read and validate, write the component, and describe what was written.
+
+Memory stays bounded by the longest sequence's small arrays, not by its frames: FLAME vertices and
+NPHM meshes are streamed into the store block by block (`SequenceStore.component_writer`). Kept
+whole: the cleaned audio (loudness normalization needs all of it; 20 min at most, 77 MB), the
+expression codes (800 B per frame) and the audio features (3 KB per frame; the encoder itself runs
+in windows, see `ops.audio.features`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,15 @@ from typing import Any
 import numpy as np
 
 from ops.tracking.frame_files import list_frames
-from ops.tracking.validation import CheckOutcome, check_dimension, check_finite, check_length_drift
-from storage.fingerprint import hash_files, hash_tree, hash_values, stat_signature, tree_files
+from ops.tracking.validation import (
+    CheckOutcome,
+    check_components_consistent,
+    check_dimension,
+    check_finite,
+    check_length_drift,
+    finite_outcome,
+)
+from storage.fingerprint import hash_files, hash_tree, hash_values, sampled_hash, stat_signature, tree_files
 from storage.layout import SequenceFolder
 from storage.location import StorePath
 from storage.safe_pickle import PickleFormatError, UnsafePickleError, load_numpy_pickle
@@ -31,8 +44,9 @@ CODE_VERSIONS = {
     "audio_features": "audio-features-1",
     "nphm": "nphm-1",
     "flame": "flame-1",
-    "nphm_meshes": "nphm-meshes-1",
+    "nphm_meshes": "nphm-meshes-2",
 }
+FLAME_BLOCK_FRAMES = 64  # frames read per block when streaming FLAME vertices (~4 MB at 5,023 vertices)
 
 
 @dataclass
@@ -57,6 +71,7 @@ class FeatureSettings:
     fps: int  # the dataset's frame rate (DatasetResource.fps): the frame count when no motion exists yet
     max_drift_s: float = 1.0  # audio vs motion length; beyond this the sequence is refused
     warn_drift_frames: float = 2.0  # beyond this the drift check warns
+    consistent_frames: float = 2.0  # components_consistent fails when NPHM and FLAME frame counts differ by more
 
 
 def _frame_files(folder: Path, suffix: str) -> list[Path]:
@@ -104,6 +119,17 @@ def _cached(store: SequenceStore, key: str, component: str, fingerprint: InputFi
     return IngestOutcome("cached", store.component_path(key, component), metadata, checks)
 
 
+def _attrs(component: str, fingerprint: InputFingerprint, summary: dict, checks: list[CheckOutcome]) -> dict:
+    return {
+        **summary,
+        FINGERPRINT_ATTR: fingerprint.full,
+        QUICK_ATTR: fingerprint.quick,
+        "code_version": CODE_VERSIONS[component],
+        "summary_keys": sorted(summary),
+        "checks": [asdict(c) for c in checks],
+    }
+
+
 def _write(
     store: SequenceStore,
     key: str,
@@ -113,15 +139,7 @@ def _write(
     summary: dict,
     checks: list[CheckOutcome],
 ) -> IngestOutcome:
-    attrs = {
-        **summary,
-        FINGERPRINT_ATTR: fingerprint.full,
-        QUICK_ATTR: fingerprint.quick,
-        "code_version": CODE_VERSIONS[component],
-        "summary_keys": sorted(summary),
-        "checks": [asdict(c) for c in checks],
-    }
-    path = store.write_component(key, component, arrays, attrs).path
+    path = store.write_component(key, component, arrays, _attrs(component, fingerprint, summary, checks)).path
     return IngestOutcome("materialized", path, summary, checks)
 
 
@@ -211,6 +229,18 @@ def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: i
     return frame_count(duration_s, fps), "audio duration"
 
 
+def components_consistency(store: SequenceStore, key: str, duration_s: float, settings: FeatureSettings):
+    """`components_consistent`: NPHM, FLAME (when tracked) and audio frame counts, from the attrs."""
+    motion = {}
+    for component in ("nphm", "flame"):
+        attrs = store.attrs(key, component)
+        if attrs is not None:
+            motion[component] = int(attrs["n_frames"])
+    return check_components_consistent(
+        motion, duration_s * settings.fps, settings.fps, settings.consistent_frames, settings.max_drift_s * settings.fps
+    )
+
+
 def ingest_audio_features(
     seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, settings: FeatureSettings
 ) -> IngestOutcome:
@@ -232,7 +262,10 @@ def ingest_audio_features(
         lambda: hash_values(audio=audio_attrs[FINGERPRINT_ATTR], encoder_stats=encoder.stat_signature, **settings_used),
         lambda: hash_values(audio=audio_attrs[FINGERPRINT_ATTR], encoder=encoder.fingerprint, **settings_used),
     )
+    # Checked on every run, cached or not: a motion component may have been re-ingested since.
+    consistency = components_consistency(store, seq.key, duration_s, settings)
     if cached := _cached(store, seq.key, "audio_features", fingerprint):
+        cached.checks = [c for c in cached.checks if c.name != consistency.name] + [consistency]
         return cached
     from ops.audio.features import extract_aligned_features
 
@@ -252,6 +285,7 @@ def ingest_audio_features(
     checks = [
         check_finite("features_finite", features, seq.key),
         check_length_drift(drift_s, settings.fps, settings.warn_drift_frames),
+        consistency,
     ]
     return _write(store, seq.key, "audio_features", {"features": features}, fingerprint, summary, checks)
 
@@ -291,8 +325,10 @@ def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int)
 
 
 def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int) -> IngestOutcome:
-    """FLAME template + per-frame PLY -> `<seq>.zarr/flame`: vertices [T, V, 3], template [V, 3], faces."""
-    from ops.tracking.flame import read_flame_tracking
+    """FLAME template + per-frame PLY -> `<seq>.zarr/flame`: vertices [T, V, 3], template [V, 3], faces.
+
+    Frames are read and written FLAME_BLOCK_FRAMES at a time, so memory does not grow with T."""
+    from ops.tracking.flame import open_flame_tracking
 
     if not seq.flame_dir.is_dir():
         return IngestOutcome("absent", None, {"note": f"no {seq.flame_dir.name}/ folder in {seq.path}"})
@@ -302,53 +338,52 @@ def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int) -
     )
     if cached := _cached(store, seq.key, "flame", fingerprint):
         return cached
-    tracking = read_flame_tracking(seq.path)
-    n_frames, n_vertices = tracking.vertices.shape[:2]
-    arrays = {
-        "vertices": tracking.vertices,
-        "template": tracking.template_vertices,
-        "faces": tracking.faces.astype(np.int32),
-        "frame_numbers": np.asarray(tracking.frame_numbers, np.int64),
-    }
-    summary = {
-        "n_frames": n_frames,
-        "fps": fps,
-        "duration_s": round(n_frames / fps, 4),
-        "n_vertices": n_vertices,
-        "n_faces": len(tracking.faces),
-        "vertices_shape": list(tracking.vertices.shape),
-    }
-    checks = [
-        check_finite("vertices_finite", tracking.vertices, seq.key),
-        check_dimension("vertex_dim", tracking.vertices.shape[2], 3),
-    ]
-    return _write(store, seq.key, "flame", arrays, fingerprint, summary, checks)
+    tracking = open_flame_tracking(seq.path)
+    n_frames, n_vertices = len(tracking), tracking.n_vertices
+    with store.component_writer(seq.key, "flame") as writer:
+        for block in tracking.blocks(FLAME_BLOCK_FRAMES):  # finite: the reader raises on NaN/Inf
+            writer.append("vertices", block)
+        writer.write("template", tracking.template_vertices)
+        writer.write("faces", tracking.faces.astype(np.int32))
+        writer.write("frame_numbers", tracking.frame_numbers)
+        summary = {
+            "n_frames": n_frames,
+            "fps": fps,
+            "duration_s": round(n_frames / fps, 4),
+            "n_vertices": n_vertices,
+            "n_faces": len(tracking.faces),
+            "vertices_shape": [n_frames, n_vertices, 3],
+        }
+        checks = [
+            finite_outcome("vertices_finite", 0, n_frames * n_vertices * 3, seq.key),
+            check_dimension("vertex_dim", 3, 3),
+        ]
+        writer.attrs.update(_attrs("flame", fingerprint, summary, checks))
+    return IngestOutcome("materialized", store.component_path(seq.key, "flame"), summary, checks)
 
 
-def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore) -> IngestOutcome:
-    """Per-frame NPHM meshes (topology varies) -> ragged arrays in `<seq>.zarr/nphm_meshes`."""
-    from ops.tracking.nphm import read_nphm_meshes
+def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore, mode: str = "reference") -> IngestOutcome:
+    """Per-frame NPHM meshes (topology varies) -> `<seq>.zarr/nphm_meshes`: an index of the dataset's
+    files (mode `reference`, the default) or the meshes too, quantized and compressed (`copy`).
+    See `ops.tracking.mesh_index`; frames are streamed one at a time."""
+    from ops.tracking.mesh_index import require_mesh_mode, write_mesh_frames
 
-    files = _frame_files(seq.nphm_meshes_dir, ".ply")
-    if not files:
+    require_mesh_mode(mode)
+    if not seq.nphm_meshes_dir.is_dir():
         return IngestOutcome("absent", None, {"note": f"no NPHM meshes under {seq.nphm_meshes_dir}"})
-    fingerprint = InputFingerprint.of_files(files, seq.path, code=CODE_VERSIONS["nphm_meshes"])
+    frames = list_frames(seq.nphm_meshes_dir, ".ply")
+    files = [path for _, path in frames]
+    names = [str(path.relative_to(seq.path)) for path in files]
+    settings = dict(mode=mode, code=CODE_VERSIONS["nphm_meshes"])
+    fingerprint = InputFingerprint(  # content: sampled hashes, since the files are large (see `sampled_hash`)
+        lambda: hash_values(stats=stat_signature(files, seq.path), **settings),
+        lambda: hash_values(inputs=list(zip(names, map(sampled_hash, files), strict=True)), **settings),
+    )
     if cached := _cached(store, seq.key, "nphm_meshes", fingerprint):
         return cached
-    meshes = read_nphm_meshes(seq.path)
-    arrays = {
-        "vertices": meshes.vertices,
-        "faces": meshes.faces.astype(np.int32),
-        "vertex_offsets": meshes.vertex_offsets.astype(np.int64),
-        "face_offsets": meshes.face_offsets.astype(np.int64),
-        "frame_numbers": np.asarray(meshes.frame_numbers, np.int64),
-    }
-    n_frames = len(meshes.vertex_offsets) - 1
-    summary = {
-        "n_frames": n_frames,
-        "total_vertices": len(meshes.vertices),
-        "total_faces": len(meshes.faces),
-        "mean_vertices_per_frame": round(len(meshes.vertices) / max(n_frames, 1), 1),
-    }
-    checks = [check_finite("mesh_vertices_finite", meshes.vertices, seq.key)]
-    return _write(store, seq.key, "nphm_meshes", arrays, fingerprint, summary, checks)
+    with store.component_writer(seq.key, "nphm_meshes") as writer:
+        summary = write_mesh_frames(frames, seq.path, writer, mode)
+        # Finite by construction: the PLY reader refuses NaN/Inf, naming the file.
+        checks = [finite_outcome("mesh_vertices_finite", 0, summary["total_vertices"] * 3, seq.key)]
+        writer.attrs.update(_attrs("nphm_meshes", fingerprint, summary, checks))
+    return IngestOutcome("materialized", store.component_path(seq.key, "nphm_meshes"), summary, checks)

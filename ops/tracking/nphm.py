@@ -1,4 +1,4 @@
-"""Readers for NPHM tracking output: per-frame latent codes (npz) and per-frame meshes (PLY).
+"""Readers for NPHM tracking output: per-frame latent codes (npz); the meshes: `mesh_index.py`.
 
 Layout inside a sequence folder:
 
@@ -35,8 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ops.tracking.errors import TrackingError
-from ops.tracking.frame_files import list_frames, require_matching_frames
-from ops.tracking.ply import read_ply
+from ops.tracking.frame_files import list_frames
 
 __all__ = [
     "EXPRESSION_KEYS",
@@ -46,10 +45,7 @@ __all__ = [
     "POSE_KEY",
     "POSE_PART_KEYS",
     "NphmTracking",
-    "RaggedMeshes",
     "read_nphm_expressions",
-    "read_nphm_meshes",
-    "require_meshes_match_expressions",
 ]
 
 NPHM_EXPRESSIONS_DIR = Path("nphm_tracking") / "nphm_expressions"
@@ -78,30 +74,6 @@ class NphmTracking:
         return len(self.expression)
 
 
-@dataclass(frozen=True)
-class RaggedMeshes:
-    """Meshes of varying topology, concatenated; frame i is rows offsets[i]:offsets[i+1].
-
-    Face indices are local to their frame (0 is the frame's first vertex), so a frame's slices
-    form a valid mesh on their own.
-    """
-
-    vertices: np.ndarray  # [sum V, 3] float32
-    faces: np.ndarray  # [sum F, 3] int32, frame-local indices
-    vertex_offsets: np.ndarray  # [T + 1] int64
-    face_offsets: np.ndarray  # [T + 1] int64
-    frame_numbers: np.ndarray  # [T] int64
-
-    def __len__(self) -> int:
-        return len(self.frame_numbers)
-
-    def frame(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Vertices [V_i, 3] and faces [F_i, 3] of the index-th frame (not frame number)."""
-        v0, v1 = self.vertex_offsets[index], self.vertex_offsets[index + 1]
-        f0, f1 = self.face_offsets[index], self.face_offsets[index + 1]
-        return self.vertices[v0:v1], self.faces[f0:f1]
-
-
 # ----------------------------------------------------------------------------- expressions
 
 
@@ -115,7 +87,8 @@ def read_nphm_expressions(
     frames = list_frames(folder, ".npz")
     n_frames = len(frames)
     expression = np.empty((n_frames, expression_dim), dtype=np.float32)
-    identities = None
+    identity = None  # the first frame's; every later frame is compared with it as it is read
+    has_identity = False
     poses = None
     first_layout = None
     first_path = frames[0][1]
@@ -124,8 +97,7 @@ def read_nphm_expressions(
         layout = _resolve_keys(path, archive.names)
         if first_layout is None:
             first_layout = layout
-            if layout.identity is not None:
-                identities = np.empty((n_frames, identity_dim), dtype=np.float32)
+            has_identity = layout.identity is not None
         elif (layout.identity is None) != (first_layout.identity is None) or layout.pose != first_layout.pose:
             raise TrackingError(
                 path,
@@ -133,8 +105,13 @@ def read_nphm_expressions(
                 "all frames of a sequence must carry the same codes",
             )
         expression[row] = _code(archive, path, layout.expression, expression_dim)
-        if identities is not None:
-            identities[row] = _code(archive, path, layout.identity, identity_dim)
+        if has_identity:
+            code = _code(archive, path, layout.identity, identity_dim)
+            if identity is None:
+                _require_finite_rows(code[None], [path], "identity code")
+                identity = code.astype(np.float32)
+            else:
+                _require_same_identity(identity, code, path, first_path)
         if layout.pose:
             pose = np.concatenate([_float_array(archive, path, key).ravel() for key in layout.pose])
             if poses is None:
@@ -150,11 +127,6 @@ def read_nphm_expressions(
     _require_finite_rows(expression, paths, "expression code")
     if poses is not None:
         _require_finite_rows(poses, paths, "pose")
-    identity = None
-    if identities is not None:
-        _require_finite_rows(identities, paths, "identity code")
-        _require_one_identity(identities, paths)
-        identity = identities[0].copy()
     return NphmTracking(
         expression=expression,
         identity=identity,
@@ -231,56 +203,17 @@ def _require_finite_rows(values: np.ndarray, paths: list[Path], what: str) -> No
     raise TrackingError(paths[bad[0]], f"{what} contains NaN or Inf ({len(bad)} frames affected)")
 
 
-def _require_one_identity(identities: np.ndarray, paths: list[Path]) -> None:
-    reference = identities[0]
-    difference = np.abs(identities - reference)
-    allowed = IDENTITY_ATOL + IDENTITY_RTOL * np.abs(reference)
-    if (difference <= allowed).all():
+def _require_same_identity(reference: np.ndarray, code: np.ndarray, path: Path, first_path: Path) -> None:
+    """One frame's identity against the first frame's (frames are checked as they are read)."""
+    if not np.isfinite(code).all():
+        _require_finite_rows(code[None], [path], "identity code")
+    difference = np.abs(code - reference)
+    if (difference <= IDENTITY_ATOL + IDENTITY_RTOL * np.abs(reference)).all():
         return
-    bad = int(np.flatnonzero((difference > allowed).any(axis=1))[0])
     raise TrackingError(
-        paths[bad],
-        f"identity code differs from {paths[0].name} (max abs difference "
-        f"{difference[bad].max():.3g}); a sequence must have a single identity",
-    )
-
-
-# ----------------------------------------------------------------------------- meshes
-
-
-def read_nphm_meshes(seq_dir: str | Path) -> RaggedMeshes | None:
-    """Read every `nphm_tracking/nphm_meshes/frame_<n>.ply`; None when the folder is absent."""
-    folder = Path(seq_dir) / NPHM_MESHES_DIR
-    if not folder.exists():
-        return None
-    frames = list_frames(folder, ".ply")
-    vertex_parts, face_parts = [], []
-    for _, path in frames:
-        mesh = read_ply(path)
-        if mesh.faces is None or len(mesh.faces) == 0:
-            raise TrackingError(path, "NPHM mesh has no faces")
-        vertex_parts.append(mesh.vertices)
-        face_parts.append(mesh.faces)
-    vertex_offsets = np.zeros(len(frames) + 1, dtype=np.int64)
-    face_offsets = np.zeros(len(frames) + 1, dtype=np.int64)
-    np.cumsum([len(v) for v in vertex_parts], out=vertex_offsets[1:])
-    np.cumsum([len(f) for f in face_parts], out=face_offsets[1:])
-    return RaggedMeshes(
-        vertices=np.concatenate(vertex_parts),
-        faces=np.concatenate(face_parts),
-        vertex_offsets=vertex_offsets,
-        face_offsets=face_offsets,
-        frame_numbers=np.array([n for n, _ in frames], dtype=np.int64),
-    )
-
-
-def require_meshes_match_expressions(seq_dir: str | Path, meshes: RaggedMeshes, tracking: NphmTracking) -> None:
-    """Raise TrackingError (naming the mesh folder) unless both cover exactly the same frames."""
-    require_matching_frames(
-        Path(seq_dir) / NPHM_MESHES_DIR,
-        meshes.frame_numbers,
-        tracking.frame_numbers,
-        reference_name=str(NPHM_EXPRESSIONS_DIR),
+        path,
+        f"identity code differs from {first_path.name} (max abs difference "
+        f"{difference.max():.3g}); a sequence must have a single identity",
     )
 
 

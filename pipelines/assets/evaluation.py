@@ -147,6 +147,7 @@ def evaluation_renders(
         SegmentReader(current_segments_dir(store.path)),
         store.sequences(),
         store.path / "renders",
+        dataset_root=dataset.path,  # nphm_meshes stored by reference are read from there
         n_sequences=config.n_sequences,
         unseen_audio=unseen,
         encoder_path=audio_encoder.source().path,

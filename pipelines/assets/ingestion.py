@@ -9,7 +9,9 @@ from pipelines.results import check_specs, ingest_result
 
 GROUP = "ingestion"
 AUDIO_CHECKS = ["audio_finite"]
-FEATURE_CHECKS = ["features_finite", "audio_motion_length"]
+# components_consistent: NPHM vs FLAME vs audio frame counts. Not blocking: the sequence is stored,
+# the other sequences proceed, and training_segments leaves an inconsistent one out.
+FEATURE_CHECKS = ["features_finite", "audio_motion_length", "components_consistent"]
 NPHM_CHECKS = ["expression_finite", "expression_dim"]
 FLAME_CHECKS = ["vertices_finite", "vertex_dim"]
 MESH_CHECKS = ["mesh_vertices_finite"]
@@ -26,6 +28,13 @@ def sequence_asset(name: str, component: str, checks: list[str], **kwargs):
         check_specs=check_specs(name, checks),
         **kwargs,
     )
+
+
+class NphmMeshesConfig(Config):
+    # "reference" (default): the store keeps an index of the dataset's mesh files (<1% of their
+    # bytes) and renders read them from the data root. "copy": the meshes themselves, quantized
+    # and compressed (~20% of their bytes), for a data root that goes away or an object store.
+    mode: str = "reference"
 
 
 class AudioFeaturesConfig(Config):
@@ -61,9 +70,12 @@ def flame_vertices(context: AssetExecutionContext, dataset: DatasetResource, sto
 
 
 @sequence_asset("nphm_meshes", "nphm_meshes", MESH_CHECKS)
-def nphm_meshes(context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource) -> MaterializeResult:
-    """Per-frame NPHM meshes (topology varies) as ragged arrays, for ground-truth renders; optional."""
-    outcome = ingest.ingest_nphm_meshes(dataset.sequence(context.partition_key), store.sequences())
+def nphm_meshes(
+    context: AssetExecutionContext, config: NphmMeshesConfig, dataset: DatasetResource, store: StoreResource
+) -> MaterializeResult:
+    """Per-frame NPHM meshes (topology varies) for ground-truth renders, optional: an index of the
+    dataset's files by default, the meshes compactly with config `mode: copy`."""
+    outcome = ingest.ingest_nphm_meshes(dataset.sequence(context.partition_key), store.sequences(), config.mode)
     context.log.info(f"{context.partition_key}: nphm_meshes {outcome.status}")
     return ingest_result(outcome, MESH_CHECKS)
 
