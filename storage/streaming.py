@@ -31,7 +31,8 @@ class _Appender:
         self.array = group.create_array(
             name, shape=(0, *row_shape), dtype=dtype, chunks=(self.rows, *row_shape), compressors=compressor
         )
-        self.buffer = np.empty((self.rows, *row_shape), dtype=dtype)
+        # Grown up to one chunk as rows arrive: a per-frame index of 240 rows needs no 1 MB buffer.
+        self.buffer = np.empty((min(self.rows, 64), *row_shape), dtype=dtype)
         self.filled = 0  # rows waiting in the buffer
         self.length = 0  # rows written to the array
 
@@ -45,11 +46,18 @@ class _Appender:
                 block = block[whole:]
                 continue
             take = min(self.rows - self.filled, len(block))
+            self._reserve(self.filled + take)
             self.buffer[self.filled : self.filled + take] = block[:take]
             self.filled += take
             block = block[take:]
             if self.filled == self.rows:
                 self.flush()
+
+    def _reserve(self, rows: int) -> None:
+        if rows > len(self.buffer):
+            grown = np.empty((min(self.rows, max(2 * len(self.buffer), rows)), *self.row_shape), self.buffer.dtype)
+            grown[: self.filled] = self.buffer[: self.filled]
+            self.buffer = grown
 
     def flush(self) -> None:
         if self.filled:

@@ -64,8 +64,11 @@ def test_per_sequence_assets_write_store_then_cache(resources, tmp_path):
 
     store = SequenceStore(tmp_path / "store")
     assert store.read("ID0_SEN01", "audio_features", "features").shape == (60, 64)
-    offsets = store.read("ID0_SEN01", "nphm_meshes", "vertex_offsets")
-    assert offsets.shape == (61,) and offsets[-1] == 60 * 36
+    n_vertices = store.read("ID0_SEN01", "nphm_meshes", "n_vertices")  # an index: meshes by reference
+    assert n_vertices.shape == (60,) and n_vertices.sum() == 60 * 36
+    assert meta["nphm_meshes"]["mode"] == "reference" and "vertices" not in store.open_component(
+        "ID0_SEN01", "nphm_meshes"
+    )
 
     again = _materialize_sequence("ID0_SEN01", resources, instance)
     assert again.success
@@ -118,3 +121,40 @@ def test_training_segments_from_ingested_sequences(resources, dataset, tmp_path)
 
     cached = materialize([training_segments], resources=resources, instance=instance, run_config=run_config)
     assert _metadata(cached)["training_segments"]["status"] == "cached"
+
+
+def test_meshes_copied_into_the_store_by_run_config(resources, tmp_path):
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("sequences", ["ID1_SEN01"])
+    run_config = {"ops": {"nphm_meshes": {"config": {"mode": "copy"}}}}
+    result = materialize(per_sequence_assets, partition_key="ID1_SEN01", resources=resources, instance=instance,
+                         run_config=run_config)  # fmt: skip
+    meta = _metadata(result)["nphm_meshes"]
+    assert meta["mode"] == "copy" and 0 < meta["max_vertex_error"] <= meta["vertex_error_bound"] < 1e-5
+    group = SequenceStore(tmp_path / "store").open_component("ID1_SEN01", "nphm_meshes")
+    assert group["vertices"].dtype == np.uint16 and group["vertices"].shape == (60 * 36, 3)
+    # Switching back to the default mode re-materializes: the mode is part of the fingerprint.
+    again = materialize(per_sequence_assets, partition_key="ID1_SEN01", resources=resources, instance=instance)
+    assert _metadata(again)["nphm_meshes"]["status"] == "materialized"
+    assert _metadata(again)["nphm_meshes"]["mode"] == "reference"
+
+
+def test_inconsistent_frame_counts_are_flagged_with_the_numbers(tmp_path, resources):
+    """121 FLAME frames vs 141 NPHM frames: stored, but `components_consistent` fails, naming both."""
+    seq = write_sequence(tmp_path / "data", "ID15_flame_short", n_frames=141)
+    for frame in range(121, 141):
+        (seq / "flame_2023_tracking" / "flame_meshes" / f"frame_{frame:04d}.ply").unlink()
+    result = _materialize_sequence("ID15_flame_short", resources, DagsterInstance.ephemeral())
+    assert result.success  # a non-blocking check: nothing stops, training leaves the sequence out
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    check = checks["components_consistent"]
+    assert not check.passed and check.severity.value == "ERROR"
+    metadata = {key: value.value for key, value in check.metadata.items()}
+    assert metadata["nphm_frames"] == 141 and metadata["flame_frames"] == 121
+    assert metadata["motion_spread_frames"] == 20 and metadata["audio_frames"] == pytest.approx(141)
+    assert "nphm 141, flame 121" in check.description and "differs by 20 frames" in check.description
+    assert all(c.passed for name, c in checks.items() if name != "components_consistent")

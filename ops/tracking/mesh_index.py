@@ -34,9 +34,11 @@ from storage.mesh_codec import (
     FACE_COMPRESSOR,
     VERTEX_COMPRESSOR,
     Quantization,
-    decode_vertices,
+    axis_bounds,
+    delta_vertices,
+    dequantize,
     encode_faces,
-    encode_vertices,
+    quantize,
 )
 from storage.streaming import GroupWriter
 
@@ -77,7 +79,7 @@ def write_mesh_frames(
         if mesh.faces is None or len(mesh.faces) == 0:
             raise TrackingError(path, "NPHM mesh has no faces")
         stat = os.stat(path)
-        low, high = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+        low, high = axis_bounds(mesh.vertices)
         writer.append("frame_numbers", np.array([number], np.int64))
         writer.append("source_paths", np.frombuffer(_relative(path, seq_dir).encode() + b"\n", np.uint8))
         writer.append("file_sizes", np.array([stat.st_size], np.int64))
@@ -87,7 +89,9 @@ def write_mesh_frames(
         writer.append("n_faces", np.array([len(mesh.faces)], np.int64))
         writer.append("bounds", np.stack([low, high])[None].astype(np.float32))
         if mode == "copy":
-            _append_copy(writer, mesh.vertices, mesh.faces, totals)
+            quantization = Quantization.of(low, high)
+            _append_copy(writer, mesh.vertices, mesh.faces, quantization, totals)
+            totals.vertex_error_bound = max(totals.vertex_error_bound, quantization.error_bound(low, high))
         totals.frames += 1
         totals.vertices += len(mesh.vertices)
         totals.faces += len(mesh.faces)
@@ -109,13 +113,13 @@ def write_mesh_frames(
     return summary
 
 
-def _append_copy(writer: GroupWriter, vertices: np.ndarray, faces: np.ndarray, totals: _Totals) -> None:
-    quantization = Quantization.of(vertices)
-    deltas = encode_vertices(vertices, quantization)
-    decoded = decode_vertices(deltas, quantization.offset, quantization.scale)  # what a reader will get
+def _append_copy(
+    writer: GroupWriter, vertices: np.ndarray, faces: np.ndarray, quantization: Quantization, totals: _Totals
+) -> None:
+    q = quantize(vertices, quantization)
+    decoded = dequantize(q, quantization.offset, quantization.scale)  # what a reader will get
     totals.max_vertex_error = max(totals.max_vertex_error, float(np.abs(decoded - vertices).max()))
-    totals.vertex_error_bound = max(totals.vertex_error_bound, quantization.error_bound(vertices))
-    writer.append("vertices", deltas, VERTEX_COMPRESSOR)
+    writer.append("vertices", delta_vertices(q), VERTEX_COMPRESSOR)
     writer.append("faces", encode_faces(faces), FACE_COMPRESSOR)
     writer.append("quant_offset", quantization.offset[None])
     writer.append("quant_scale", quantization.scale[None])
