@@ -30,6 +30,10 @@ from ops.evaluation.evaluate import (
 )
 from ops.evaluation.metrics import audio_rms_per_frame
 from ops.inference import InferenceError
+from ops.tracking.errors import TrackingError
+from ops.tracking.ingest import ingest_nphm_meshes
+from ops.tracking.ply import write_ply
+from storage.layout import SequenceFolder
 from storage.segments import SegmentReader
 from storage.sequence_store import SequenceStore
 from tests.builders import grid_mesh, speech_like
@@ -44,7 +48,7 @@ LIP = np.arange(0, 6)  # first row of the 6 x 6 grid mesh
 UPPER_FACE = np.arange(24, 36)
 
 
-def _write_sequence(store: SequenceStore, key: str, seed: int, with_meshes: bool) -> None:
+def _write_sequence(store: SequenceStore, key: str, seed: int, meshes_root: Path | None) -> None:
     """Audio whose loudness drives both the jaw code and the grid's 'lip' row, like speech does;
     the grid's top rows ('upper face') twitch at random."""
     rng = np.random.default_rng(seed)
@@ -63,23 +67,30 @@ def _write_sequence(store: SequenceStore, key: str, seed: int, with_meshes: bool
     store.write_component(key, "audio_features", {"features": features}, {"fps": FPS, "n_frames": FRAMES})
     store.write_component(key, "nphm", {"expression": codes, "identity": np.zeros(1344, np.float32)}, {"fps": FPS})
     store.write_component(key, "flame", {"vertices": vertices, "template": template, "faces": faces}, {"fps": FPS})
-    if with_meshes:  # ragged per-frame meshes, topology changing frame to frame
-        frames = [(template + 0.01 * k, faces[: len(faces) - k % 3]) for k in range(FRAMES)]
-        store.write_component(key, "nphm_meshes", {
-            "vertices": np.concatenate([v for v, _ in frames]), "faces": np.concatenate([f for _, f in frames]),
-            "vertex_offsets": np.cumsum([0] + [len(v) for v, _ in frames]), "face_offsets": np.cumsum([0] + [len(f) for _, f in frames]),
-        }, {"fps": FPS})  # fmt: skip
+    if meshes_root is not None:  # per-frame PLY meshes in a dataset, topology changing frame to frame
+        folder = meshes_root / key / "nphm_tracking" / "nphm_meshes"
+        folder.mkdir(parents=True)
+        for k in range(FRAMES):
+            write_ply(folder / f"frame_{k:04d}.ply", template + 0.01 * k, faces[: len(faces) - k % 3])
+        ingest_nphm_meshes(SequenceFolder(key, meshes_root / key), store)  # by reference (the default)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[SequenceStore, SegmentReader]:
+def dataset_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dataset")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, dataset_root) -> tuple[SequenceStore, SegmentReader]:
     root = tmp_path_factory.mktemp("store")
     store = SequenceStore(root)
     keys = []
     for identity in range(N_IDENTITIES):
         for sequence in range(2):
             key = f"ID{identity}_seq{sequence}"
-            _write_sequence(store, key, seed=10 * identity + sequence, with_meshes=sequence == 0)
+            _write_sequence(
+                store, key, seed=10 * identity + sequence, meshes_root=dataset_root if sequence == 0 else None
+            )
             keys.append(key)
     result = build_training_segments(store, keys, SegmentingConfig(segment_frames=24, stride=12))
     return store, SegmentReader(result.path)
@@ -227,12 +238,12 @@ def test_better_than_baseline_flame_and_malformed_tables():
 # ----------------------------------------------------------------------------- renders
 
 
-def test_evaluation_renders(data, nphm_model, tiny_encoder_dir, tmp_path):
+def test_evaluation_renders(data, dataset_root, nphm_model, tiny_encoder_dir, tmp_path):
     store, reader = data
     unseen = tmp_path / "unseen.wav"
     soundfile.write(unseen, speech_like(0.75, seed=7), RATE)
     result = render_evaluation_videos(
-        nphm_model, reader, store, tmp_path / "renders", n_sequences=2, unseen_audio=[unseen],
+        nphm_model, reader, store, tmp_path / "renders", dataset_root=dataset_root, n_sequences=2, unseen_audio=[unseen],
         encoder_path=tiny_encoder_dir, resolution=16, video_size=48, max_seconds=0.5, steps=2, cpu_threads=1,
     )  # fmt: skip
     assert [p.name for p in result.videos] == [f"test_{k}.mp4" for k in split_sequences(reader)] + ["unseen_unseen.mp4"]
@@ -243,8 +254,15 @@ def test_evaluation_renders(data, nphm_model, tiny_encoder_dir, tmp_path):
     info = probe_video(result.videos[2])
     assert info["n_frames"] == 12 and info["width"] == 48 and info["audio_codec"] == "aac"
     assert result.preview_png == tmp_path / "renders" / "preview.png" and result.preview_png.is_file()
-    # One test sequence has stored meshes; the other's ground truth is meshed from its codes.
+    # One test sequence has stored meshes (read from the dataset); the other's is meshed from its codes.
     assert len(result.notes) == 1 and "meshed from its codes" in result.notes[0]
+    with_meshes = next(k for k in split_sequences(reader) if store.attrs(k, "nphm_meshes") is not None)
+    (dataset_root / with_meshes / "nphm_tracking" / "nphm_meshes" / "frame_0003.ply").unlink()
+    with pytest.raises(TrackingError, match="frame_0003.ply.*the file is missing.*re-ingest"):
+        render_evaluation_videos(
+            nphm_model, reader, store, tmp_path / "again", dataset_root=dataset_root, n_sequences=2,
+            resolution=16, video_size=48, max_seconds=0.5, steps=2, cpu_threads=1,
+        )  # fmt: skip
 
 
 def test_unseen_audio_needs_an_encoder(data, nphm_model, tmp_path):
