@@ -325,3 +325,22 @@ def test_store_location_from_the_environment(monkeypatch):
     monkeypatch.setenv(OPTIONS_ENV, '["not", "an", "object"]')
     with pytest.raises(StoreLocationError, match="JSON object"):
         store_path("s3://bucket/store")
+
+
+def test_meshes_copied_to_s3_read_back_without_the_dataset(dataset, tmp_path, s3_root):
+    """Copy mode is the mode for object storage: streamed to S3, read back frame by frame."""
+    from ops.tracking.mesh_frames import stored_mesh_frames
+    from ops.tracking.ply import read_ply
+
+    seq = scan_dataset(dataset).sequences[0]
+    remote = SequenceStore(s3_root)
+    outcome = ingest.ingest_nphm_meshes(seq, remote, mode="copy")
+    assert outcome.status == "materialized" and is_remote(outcome.path)
+    frames = stored_mesh_frames(remote, seq.key, dataset_root=None)
+    assert len(frames) == 60
+    for index in (0, 1, 59):
+        mesh = read_ply(seq.nphm_meshes_dir / f"frame_{index:04d}.ply")
+        vertices, faces = frames[index]
+        np.testing.assert_array_equal(faces, mesh.faces)
+        assert np.abs(vertices - mesh.vertices).max() <= outcome.metadata["vertex_error_bound"]
+    assert ingest.ingest_nphm_meshes(seq, remote, mode="copy").status == "cached"
