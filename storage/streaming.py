@@ -99,11 +99,6 @@ class GroupWriter:
         """A small array, whole (a template, per-frame counts)."""
         write_array(self.group, name, data)
 
-    def length(self, name: str) -> int:
-        """Rows appended to `name` so far."""
-        appender = self._appenders.get(name)
-        return 0 if appender is None else appender.length + appender.filled
-
     def close(self) -> None:
         for appender in self._appenders.values():
             appender.close()

@@ -229,7 +229,9 @@ def motion_frame_count(store: SequenceStore, key: str, duration_s: float, fps: i
     return frame_count(duration_s, fps), "audio duration"
 
 
-def components_consistency(store: SequenceStore, key: str, duration_s: float, settings: FeatureSettings):
+def components_consistency(
+    store: SequenceStore, key: str, duration_s: float, settings: FeatureSettings
+) -> CheckOutcome:
     """`components_consistent`: NPHM, FLAME (when tracked) and audio frame counts, from the attrs."""
     motion = {}
     for component in ("nphm", "flame"):
