@@ -71,7 +71,9 @@ class FeatureSettings:
     fps: int  # the dataset's frame rate (DatasetResource.fps): the frame count when no motion exists yet
     max_drift_s: float = 1.0  # audio vs motion length; beyond this the sequence is refused
     warn_drift_frames: float = 2.0  # beyond this the drift check warns
-    consistent_frames: float = 2.0  # components_consistent fails when NPHM and FLAME frame counts differ by more
+    # components_consistent fails when NPHM and FLAME frame counts differ by more; 0 as training_segments,
+    # which leaves out any sequence whose motion components differ (ops/dataset/survey.py).
+    consistent_frames: float = 0.0
 
 
 def _frame_files(folder: Path, suffix: str) -> list[Path]:
