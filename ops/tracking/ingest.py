@@ -352,3 +352,88 @@ def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore) -> IngestOutco
     }
     checks = [check_finite("mesh_vertices_finite", meshes.vertices, seq.key)]
     return _write(store, seq.key, "nphm_meshes", arrays, fingerprint, summary, checks)
+
+
+# ---------------------------------------------------------------------------- what is current
+
+
+def stale_components(
+    seq: SequenceFolder,
+    store: SequenceStore,
+    encoder: EncoderSource,
+    features: FeatureSettings,
+    audio: AudioSettings = AudioSettings(),
+) -> list[str]:
+    """The per-sequence components an ingest run would (re)write; [] when the sequence is current.
+
+    Decided from file stats alone (the quick signatures the components store), so a re-ingest can
+    skip unchanged sequences without starting a run. It recomputes each function's quick
+    fingerprint above with the same recipe; keep the two in step (tests/test_ingest_current.py
+    checks that a fresh ingest is current). A component whose inputs cannot even be listed
+    (missing audio, a gap in the frames) counts as stale: its run reports the error.
+    """
+    quick = {
+        "audio": _quick_audio,
+        "nphm": _quick_nphm,
+        "flame": _quick_flame,
+        "nphm_meshes": _quick_meshes,
+    }
+    stale = []
+    for component, recipe in quick.items():
+        try:
+            expected = recipe(seq, features.fps, audio)
+        except (OSError, ValueError):
+            stale.append(component)
+            continue
+        if expected is None:  # optional input absent: the asset writes nothing
+            continue
+        attrs = store.attrs(seq.key, component)
+        if attrs is None or attrs.get(QUICK_ATTR) != expected:
+            stale.append(component)
+    if stale or not _features_current(seq, store, encoder, features):
+        stale.append("audio_features")
+    return stale
+
+
+def is_sequence_current(
+    seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, features: FeatureSettings
+) -> bool:
+    return not stale_components(seq, store, encoder, features)
+
+
+def _quick_audio(seq: SequenceFolder, fps: int, audio: AudioSettings) -> str:
+    return hash_values(
+        stats=stat_signature([seq.audio_file()], seq.path), settings=audio.__dict__, code=CODE_VERSIONS["audio"]
+    )
+
+
+def _quick_nphm(seq: SequenceFolder, fps: int, audio: AudioSettings) -> str:
+    files = _frame_files(seq.nphm_expressions_dir, ".npz")
+    return hash_values(stats=stat_signature(files, seq.path), fps=fps, code=CODE_VERSIONS["nphm"])
+
+
+def _quick_flame(seq: SequenceFolder, fps: int, audio: AudioSettings) -> str | None:
+    if not seq.flame_dir.is_dir():
+        return None
+    files = [f for f in [seq.flame_template, *_frame_files(seq.flame_meshes_dir, ".ply")] if f.exists()]
+    return hash_values(stats=stat_signature(files, seq.path), fps=fps, code=CODE_VERSIONS["flame"])
+
+
+def _quick_meshes(seq: SequenceFolder, fps: int, audio: AudioSettings) -> str | None:
+    files = _frame_files(seq.nphm_meshes_dir, ".ply")
+    if not files:
+        return None
+    return hash_values(stats=stat_signature(files, seq.path), code=CODE_VERSIONS["nphm_meshes"])
+
+
+def _features_current(
+    seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, settings: FeatureSettings
+) -> bool:
+    audio_attrs, attrs = store.attrs(seq.key, "audio"), store.attrs(seq.key, "audio_features")
+    if audio_attrs is None or attrs is None or not encoder.path.exists():
+        return False
+    duration_s = float(audio_attrs["n_samples"]) / float(audio_attrs["sample_rate"])
+    n_frames, _ = motion_frame_count(store, seq.key, duration_s, settings.fps)
+    settings_used = dict(n_frames=n_frames, settings=settings.__dict__, code=CODE_VERSIONS["audio_features"])
+    expected = hash_values(audio=audio_attrs[FINGERPRINT_ATTR], encoder_stats=encoder.stat_signature, **settings_used)
+    return attrs.get(QUICK_ATTR) == expected
