@@ -61,7 +61,9 @@ def test_unchanged_sequences_launch_no_runs_and_runs_carry_the_job_name(setup, t
     assert stale_components(sequence_folder(data, KEYS[1]), store, encoder, features) == ["nphm", "audio_features"]
     third, _ = _ingest(instance, resources, data)
     assert third.unchanged == [KEYS[0], KEYS[2]] and len(instance.get_runs()) == 4
-    drift, _ = _ingest(instance, resources, data, run_config={"ops": {"audio_features": {"config": {"max_drift_s": 0.5}}}})
+    drift, _ = _ingest(
+        instance, resources, data, run_config={"ops": {"audio_features": {"config": {"max_drift_s": 0.5}}}}
+    )
     assert drift.unchanged == [] and len(instance.get_runs()) == 7
 
     forced, _ = _ingest(instance, resources, data, only=[KEYS[0]], force=True)
@@ -73,7 +75,7 @@ def test_prune_removes_partition_and_store_of_a_deleted_folder(setup):
     _ingest(instance, resources, data)
     shutil.rmtree(data / KEYS[1])
 
-    kept, _ = _ingest(instance, resources, data)  # without --prune nothing is removed
+    _ingest(instance, resources, data)  # without --prune nothing is removed
     assert KEYS[1] in instance.get_dynamic_partitions("sequences") and store.group_path(KEYS[1]).exists()
 
     pruned, lines = _ingest(instance, resources, data, prune=True)
