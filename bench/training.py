@@ -2,8 +2,8 @@
 
   step:   one optimisation step (forward, x0 loss, backward, AdamW, EMA) on batches in memory
   train:  `models.train.train` end to end (Lightning Trainer, DataModule, validation, checkpoints)
-  data:   reading batches from the segment store: our batched `__getitems__` (one direct file read
-          per segment and field) vs the obvious per-item zarr indexing with default collation
+  data:   reading batches from the segment store: our batched `__getitems__` (a gather from the
+          frame arrays the reader keeps in RAM) vs the obvious per-item zarr slicing with default collation
 
 Stores are synthetic (48-frame segments, 768-d audio features, 200-d codes).
 Run: python -m bench.training [--threads N] [--steps 20]
@@ -78,18 +78,20 @@ def train_throughput(cfg: ExperimentConfig, store: Path, steps: int) -> float:
 
 
 class PerItemZarr(Dataset):
-    """The obvious dataset: one zarr read per segment and field, default collation."""
+    """The obvious dataset: one zarr slice of the frame arrays per segment and field, default collation."""
 
     def __init__(self, store: Path, indices: np.ndarray):
-        group = zarr.open_group(str(store / "segments.zarr"), mode="r")
-        self.expression, self.audio, self.indices = group["expression"], group["audio_features"], indices
+        reader = SegmentReader(store, cache_bytes=0)
+        group = zarr.open_group(str(reader.frames.path / "frames.zarr"), mode="r")
+        self.expression, self.audio = group["expression"], group["audio_features"]
+        self.starts, self.length = reader.first_rows("expression", indices), reader.segment_frames
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.starts)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        j = int(self.indices[i])
-        return {"motion": torch.from_numpy(self.expression[j]), "audio": torch.from_numpy(self.audio[j])}
+        window = slice(int(self.starts[i]), int(self.starts[i]) + self.length)
+        return {"motion": torch.from_numpy(self.expression[window]), "audio": torch.from_numpy(self.audio[window])}
 
 
 def loader_throughput(dataset: Dataset, batch_size: int, batched: bool, epochs: int = 2) -> float:

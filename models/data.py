@@ -1,9 +1,10 @@
 """Training data from the segment store: a torch Dataset with batched reads, and a LightningDataModule.
 
-Small stores (the common case: 48-frame windows of a few hours of speech) are read into RAM once;
-larger ones are read batch by batch, each DataLoader worker opening its own reader (a reader is
-never shared across fork). For the FLAME variant, the vertex offsets are projected on the PCA basis
-once while preparing, so training reads K numbers per frame instead of V * 3.
+A segment is a slice of the store's frame arrays. When those fit `data.preload_max_mb`, one reader
+keeps them in RAM and a batch is a numpy gather; larger stores are read batch by batch, each
+DataLoader worker opening its own reader (a reader is never shared across fork). For the FLAME
+variant, every stored FLAME frame is projected on the PCA basis once while preparing, so training
+reads K numbers per frame instead of V * 3, and only segments with FLAME are used.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from models.config import ExperimentConfig
 from models.motion_codec import fit_pca_basis
 from storage.location import StorePath, store_path
-from storage.segments import SegmentReader, SegmentStoreError
+from storage.segments import DEFAULT_CACHE_BYTES, SegmentReader, SegmentStoreError
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK_BYTES = 256 * 2**20  # per read while preparing (a FLAME segment is ~3 MB)
+READ_BLOCK_BYTES = 256 * 2**20  # per read while preparing (a FLAME frame is ~60 KB)
 
 
 def motion_field(config: ExperimentConfig) -> str:
@@ -44,12 +45,12 @@ class StoreSummary:
     motion_shape: tuple[int, ...]  # one frame: (200,) or (V, 3)
 
 
-def open_reader(segments_dir: str | Path | StorePath) -> SegmentReader:
+def open_reader(segments_dir: str | Path | StorePath, cache_bytes: int = DEFAULT_CACHE_BYTES) -> SegmentReader:
     """A reader on a local directory or an fsspec URL (s3://...)."""
     path = store_path(segments_dir)
     if not path.exists():
         raise SegmentStoreError(f"segment store {str(path)!r} does not exist")
-    return SegmentReader(path)
+    return SegmentReader(path, cache_bytes)
 
 
 def inspect_store(reader: SegmentReader, config: ExperimentConfig) -> StoreSummary:
@@ -58,43 +59,46 @@ def inspect_store(reader: SegmentReader, config: ExperimentConfig) -> StoreSumma
     field = motion_field(config)
     for needed in (field, "audio_features"):
         if needed not in reader.fields:
-            hint = " (the store was built without FLAME tracking)" if needed == "flame_offsets" else ""
+            hint = " (no sequence in it has FLAME tracking)" if needed == "flame_offsets" else ""
             raise SegmentStoreError(f"segment store {where!r} has no {needed!r} array{hint}; it has {reader.fields}")
-    n_train, n_val = len(reader.indices("train")), len(reader.indices("val"))
+    flame = field == "flame_offsets"
+    n_train, n_val = len(reader.indices("train", flame=flame)), len(reader.indices("val", flame=flame))
+    which = "train segments with FLAME" if flame else "train segments"
     if len(reader) == 0:
         raise SegmentStoreError(f"segment store {where!r} is empty (0 segments)")
     if n_train < config.train.batch_size:
         raise SegmentStoreError(
-            f"segment store {where!r} has {n_train} train segments, fewer than one batch "
+            f"segment store {where!r} has {n_train} {which}, fewer than one batch "
             f"(train.batch_size = {config.train.batch_size}); add data or lower the batch size"
         )
     if n_val == 0:
         raise SegmentStoreError(
-            f"segment store {where!r} has no 'val' segments; at least one identity must be in the val split"
+            f"segment store {where!r} has no 'val' segments{' with FLAME' if flame else ''}; "
+            "at least one identity must be in the val split"
         )
-    motion = reader.group[field]
-    audio = reader.group["audio_features"]
-    if audio.shape[-1] != config.model.audio_dim:
+    motion = reader.item_shape(field)
+    audio = reader.item_shape("audio_features")
+    if audio[-1] != config.model.audio_dim:
         raise SegmentStoreError(
-            f"segment store {where!r}: audio_features are {audio.shape[-1]}-d, config model.audio_dim is {config.model.audio_dim}"
+            f"segment store {where!r}: audio_features are {audio[-1]}-d, config model.audio_dim is {config.model.audio_dim}"
         )
-    if field == "expression" and motion.shape[-1] != config.model.motion_dim:
+    if field == "expression" and motion[-1] != config.model.motion_dim:
         raise SegmentStoreError(
-            f"segment store {where!r}: expression codes are {motion.shape[-1]}-d, config model.motion_dim is {config.model.motion_dim}"
+            f"segment store {where!r}: expression codes are {motion[-1]}-d, config model.motion_dim is {config.model.motion_dim}"
         )
-    if motion.shape[1] != audio.shape[1]:
+    if motion[0] != audio[0]:
         raise SegmentStoreError(
-            f"segment store {where!r}: {field} has {motion.shape[1]} frames per segment, audio_features {audio.shape[1]}"
+            f"segment store {where!r}: {field} has {motion[0]} frames per segment, audio_features {audio[0]}"
         )
     return StoreSummary(
         path=reader.path,
         n_train=n_train,
         n_val=n_val,
-        segment_frames=int(motion.shape[1]),
+        segment_frames=int(motion[0]),
         fps=int(reader.attrs["fps"]),
-        audio_dim=int(audio.shape[-1]),
+        audio_dim=int(audio[-1]),
         motion_field=field,
-        motion_shape=tuple(int(s) for s in motion.shape[2:]),
+        motion_shape=tuple(int(s) for s in motion[1:]),
     )
 
 
@@ -103,24 +107,30 @@ def _already_batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class SegmentDataset(Dataset):
-    """Segments of one split -> {"motion": [B, L, D], "audio": [B, L, A]} per batch.
+    """Segments `indices` of a store -> {"motion": [B, L, D], "audio": [B, L, A]} per batch.
 
-    `motion`/`audio` hold the split's arrays when preloaded; otherwise (None) rows are read from
-    the store on demand. Motion here is raw (un-normalised) expression codes or PCA codes.
+    Audio, and motion unless given, are read through a `SegmentReader` (`reader`, or one opened per
+    process). `motion` holds per-frame motion in RAM (the FLAME variant's PCA codes), with
+    `motion_starts` the row of each segment's first frame in it. Motion is raw (un-normalised).
     """
 
     def __init__(
         self,
         segments_dir: str | Path | StorePath,
         indices: np.ndarray,
-        motion: np.ndarray | None = None,
-        audio: np.ndarray | None = None,
         field: str = "expression",
+        motion: np.ndarray | None = None,
+        motion_starts: np.ndarray | None = None,
+        reader: SegmentReader | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         self.segments_dir = store_path(segments_dir)
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.motion, self.audio, self.field = motion, audio, field
-        self._reader: SegmentReader | None = None
+        self.field, self.motion, self.motion_starts = field, motion, motion_starts
+        if motion is not None and (motion_starts is None or len(motion_starts) != len(self.indices)):
+            raise ValueError("per-frame motion needs one start row per segment")
+        self.cache_bytes = cache_bytes
+        self._reader = reader
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -128,37 +138,44 @@ class SegmentDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None}  # each worker opens its own
 
-    def _read(self, name: str, preloaded: np.ndarray | None, positions: np.ndarray) -> np.ndarray:
-        if preloaded is not None:
-            return preloaded[positions]
+    @property
+    def reader(self) -> SegmentReader:
         if self._reader is None:
-            self._reader = SegmentReader(self.segments_dir)
-        return self._reader.read(name, self.indices[positions])
+            self._reader = SegmentReader(self.segments_dir, self.cache_bytes)
+        return self._reader
+
+    def _motion(self, positions: np.ndarray) -> np.ndarray:
+        if self.motion is None:
+            return self.reader.read(self.field, self.indices[positions])
+        rows = self.motion_starts[positions][:, None] + np.arange(self.reader.segment_frames)
+        return self.motion[rows]
 
     def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
         positions = np.asarray(positions, dtype=np.int64)
+        audio = self.reader.read("audio_features", self.indices[positions])
         return {
-            "motion": torch.from_numpy(
-                np.ascontiguousarray(self._read(self.field, self.motion, positions), dtype=np.float32)
-            ),
-            "audio": torch.from_numpy(
-                np.ascontiguousarray(self._read("audio_features", self.audio, positions), dtype=np.float32)
-            ),
+            "motion": torch.from_numpy(np.ascontiguousarray(self._motion(positions), dtype=np.float32)),
+            "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
         }
 
     def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([position]).items()}
 
 
-def _read_blocks(reader: SegmentReader, field: str, indices: np.ndarray, transform=None) -> np.ndarray:
-    array = reader.group[field]
-    segment_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
+def _mean_std(read, indices: np.ndarray, segment_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dim mean and std over every frame of the segments `indices`, block by block."""
     step = max(1, READ_BLOCK_BYTES // max(segment_bytes, 1))
-    blocks = []
+    total = squares = None
+    count = 0
     for start in range(0, len(indices), step):
-        block = reader.read(field, indices[start : start + step])
-        blocks.append(transform(block) if transform else block)
-    return np.concatenate(blocks)
+        block = read(indices[start : start + step])
+        flat = block.reshape(-1, block.shape[-1]).astype(np.float64)
+        total = flat.sum(0) if total is None else total + flat.sum(0)
+        squares = (flat**2).sum(0) if squares is None else squares + (flat**2).sum(0)
+        count += len(flat)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 class SegmentDataModule(L.LightningDataModule):
@@ -179,45 +196,40 @@ class SegmentDataModule(L.LightningDataModule):
         self._preloaded = False
 
     def prepare(self) -> StoreSummary:
-        reader = open_reader(self.segments_dir)
-        summary = self.summary = inspect_store(reader, self.config)
-        train_idx, val_idx = reader.indices("train"), reader.indices("val")
-        # FLAME motion is kept as PCA codes (K per frame), expression codes as they are.
-        motion_floats = (
-            self.config.model.motion_dim
-            if summary.motion_field == "flame_offsets"
-            else int(np.prod(summary.motion_shape))
-        )
-        frame_bytes = 4 * (motion_floats + summary.audio_dim)
-        total_mb = frame_bytes * summary.segment_frames * (len(train_idx) + len(val_idx)) / 2**20
+        probe = open_reader(self.segments_dir, cache_bytes=0)
+        summary = self.summary = inspect_store(probe, self.config)
+        flame = summary.motion_field == "flame_offsets"
+        # Frames, not windows, are what a reader holds: FLAME motion becomes K PCA codes per frame.
+        total_frames = int(probe.frames.shape("audio_features")[0])
+        motion_floats = 0 if flame else int(np.prod(summary.motion_shape))
+        total_mb = 4 * (motion_floats + summary.audio_dim) * total_frames / 2**20
         self._preloaded = total_mb <= self.config.data.preload_max_mb
+        budget = int(self.config.data.preload_max_mb * 2**20) if self._preloaded else 0
+        reader = open_reader(self.segments_dir, cache_bytes=budget) if self._preloaded else probe
+        train_idx, val_idx = reader.indices("train", flame=flame), reader.indices("val", flame=flame)
 
-        motion_train = motion_val = None
-        if summary.motion_field == "flame_offsets":
+        motion = train_starts = val_starts = None
+        if flame:
             self.basis, self.pca_energy = self._fit_pca(reader, train_idx)
-            basis = torch.from_numpy(self.basis)
-            project = lambda block: (torch.from_numpy(block).flatten(-2) @ basis.T).numpy()
-            motion_train = _read_blocks(reader, summary.motion_field, train_idx, project)
-            motion_val = _read_blocks(reader, summary.motion_field, val_idx, project)
+            motion = self._project_flame(reader, torch.from_numpy(self.basis))
+            train_starts = reader.first_rows("flame_offsets", train_idx)
+            val_starts = reader.first_rows("flame_offsets", val_idx)
             log.info(
                 "FLAME PCA: %d components keep %.4f of the offset energy", len(self.basis), float(self.pca_energy.sum())
             )
-        elif self._preloaded:
-            motion_train = _read_blocks(reader, summary.motion_field, train_idx)
-            motion_val = _read_blocks(reader, summary.motion_field, val_idx)
+            window = np.arange(summary.segment_frames)
+            read = lambda rows: motion[reader.first_rows("flame_offsets", rows)[:, None] + window]
+            segment_bytes = 4 * motion.shape[1] * summary.segment_frames
+        else:
+            read = lambda rows: reader.read(summary.motion_field, rows)
+            segment_bytes = 4 * motion_floats * summary.segment_frames
+        stats_rows = train_idx if self._preloaded or flame else self._stats_sample(train_idx)
+        self.mean, self.std = _mean_std(read, stats_rows, segment_bytes)
 
-        audio_train = _read_blocks(reader, "audio_features", train_idx) if self._preloaded else None
-        audio_val = _read_blocks(reader, "audio_features", val_idx) if self._preloaded else None
-        stats_source = (
-            motion_train
-            if motion_train is not None
-            else reader.read(summary.motion_field, self._stats_sample(train_idx))
-        )
-        flat = stats_source.reshape(-1, stats_source.shape[-1]).astype(np.float64)
-        self.mean, self.std = flat.mean(0).astype(np.float32), flat.std(0).astype(np.float32)
-
-        self._train = SegmentDataset(self.segments_dir, train_idx, motion_train, audio_train, summary.motion_field)
-        self._val = SegmentDataset(self.segments_dir, val_idx, motion_val, audio_val, summary.motion_field)
+        shared = reader if self._preloaded else None  # preloaded: one reader's arrays serve both splits
+        field = summary.motion_field
+        self._train = SegmentDataset(self.segments_dir, train_idx, field, motion, train_starts, shared, budget)
+        self._val = SegmentDataset(self.segments_dir, val_idx, field, motion, val_starts, shared, budget)
         return summary
 
     def _stats_sample(self, train_idx: np.ndarray, max_segments: int = 2048) -> np.ndarray:
@@ -230,7 +242,11 @@ class SegmentDataModule(L.LightningDataModule):
         rng = np.random.default_rng(self.config.train.seed)
         n_segments = min(len(train_idx), max(1, -(-budget // frames_per_segment)))
         chosen = np.sort(rng.choice(train_idx, size=n_segments, replace=False))
-        frames = _read_blocks(reader, "flame_offsets", chosen).reshape(-1, int(np.prod(self.summary.motion_shape)))
+        vertex_floats = int(np.prod(self.summary.motion_shape))
+        step = max(1, READ_BLOCK_BYTES // (4 * vertex_floats * frames_per_segment))
+        frames = np.concatenate(
+            [reader.read("flame_offsets", chosen[i : i + step]) for i in range(0, len(chosen), step)]
+        ).reshape(-1, vertex_floats)
         if len(frames) > budget:
             frames = frames[np.sort(rng.choice(len(frames), size=budget, replace=False))]
         try:
@@ -238,6 +254,16 @@ class SegmentDataModule(L.LightningDataModule):
         except ValueError as err:
             raise SegmentStoreError(f"segment store {str(self.segments_dir)!r}: {err}") from err
         return basis.numpy(), energy.numpy()
+
+    def _project_flame(self, reader: SegmentReader, basis: torch.Tensor) -> np.ndarray:
+        """Every stored FLAME frame as K PCA codes [TF, K], read block by block."""
+        n_frames = reader.frames.shape("flame_offsets")[0]
+        step = max(1, READ_BLOCK_BYTES // (4 * basis.shape[1]))
+        codes = np.empty((n_frames, basis.shape[0]), dtype=np.float32)
+        for start in range(0, n_frames, step):
+            block = reader.frames.block("flame_offsets", start, min(start + step, n_frames)).astype(np.float32)
+            codes[start : start + len(block)] = (torch.from_numpy(block).flatten(1) @ basis.T).numpy()
+        return codes
 
     @property
     def train_dataset(self) -> SegmentDataset | None:

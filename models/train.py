@@ -4,7 +4,8 @@ Layout of `out_dir`:
     runs/<stamp>/checkpoints/{last,best}.ckpt   one fresh directory per call (a crash leaves others alone)
     runs/<stamp>/logs/                          CSV (and TensorBoard, when installed) metrics
     runs/<stamp>/history.json, result.json     loss curves; result.json marks a finished run
-    model.ckpt, training_result.json            the published model: replaced only when a run succeeds
+    model.ckpt, training_result.json            the published model: replaced only when a run succeeds;
+                                                the result names the segment version it was trained on
 
 `resume=True` continues from the newest `last.ckpt` under runs/ (finished or crashed), so the
 global step, optimiser and EMA carry on; a checkpoint from a config with different shapes is
@@ -59,6 +60,8 @@ class TrainResult:
     resumed_from: str | None
     n_train_segments: int
     n_val_segments: int
+    segments_dir: str = ""  # the segment version trained on: pruning keeps it while this model is published
+    segments_version: str = ""
     loss_history: dict[str, list[list[float]]] = field(default_factory=dict)  # {"train"|"val": [[step, loss], ...]}
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +262,8 @@ def train(
         resumed_from=str(resume_from) if resume_from else None,
         n_train_segments=summary.n_train,
         n_val_segments=summary.n_val,
+        segments_dir=str(summary.path),
+        segments_version=summary.path.name,
         loss_history=history.history,
     )
     _atomic_write_json(history.history, run_dir / "history.json")

@@ -1,53 +1,54 @@
-"""The segment store: fixed-length training windows, one chunk per segment, plus a Parquet manifest.
+"""The segment store: fixed-length windows as rows of a Parquet manifest over shared frame data.
 
 ```
-<store>/segments/<version>/segments.zarr   expression [N, L, 200], audio_features [N, L, A],
-                                           identity [N, 1344], flame_offsets [N, L, V, 3] (optional),
-                                           flame_template [V, 3], flame_faces [F, 3] (optional)
-<store>/segments/<version>/manifest.parquet  segment, sequence, identity, start_frame, n_frames, split
-<store>/segments/CURRENT                     name of the version the latest materialization published
+<store>/segments/frames/<key>/             the frames, once (see `storage.frame_store`)
+<store>/segments/<version>/manifest.parquet  segment, sequence, identity, start_frame, n_frames, split,
+                                           sequence_index, frame_offset, has_flame, flame_index, flame_offset
+<store>/segments/<version>/segments.json   settings and counts; `frames` names the frame data it slices
+<store>/segments/CURRENT                   name of the version the latest materialization published
+<store>/segments/HISTORY                   versions, most recently published first (for pruning)
 ```
-Per-segment arrays are stored without compression, one chunk per segment, so that a reader
-can fetch a segment with one file read: zarr 3 spends ~0.5 ms of Python per chunk, which
-would cap loading far below what training needs. `SegmentReader` takes that direct path when
-the array's metadata allows it and falls back to zarr's own reader otherwise. On an object
-store the direct path fetches a batch's chunks with one concurrent `cat` of many keys.
+A segment is a slice: rows `[frame_offset, frame_offset + n_frames)` of the frame arrays, and
+`[flame_offset, ...)` of `flame_offsets` for a sequence with FLAME. A new window length, stride or
+split writes only a new manifest. `SegmentReader` keeps whole frame arrays in RAM up to its budget
+(a batch is then one numpy gather) and reads chunks through zarr beyond it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import zarr
-from zarr.codecs import BytesCodec
 
 from storage.atomic import atomic_directory, atomic_write_bytes, is_published, recover_interrupted
-from storage.location import StorePath, is_remote, store_path
-from storage.zarr_io import open_group_readonly, to_json, zarr_store
+from storage.frame_store import FrameStore, FrameStoreError
+from storage.location import StorePath, store_path
+from storage.zarr_io import to_json
 
-SEGMENTS_ZARR = "segments.zarr"
 MANIFEST = "manifest.parquet"
+ATTRS = "segments.json"
 CURRENT = "CURRENT"
+FRAMES = "frames"
 SPLITS = ("train", "val", "test")
-REMOTE_PUT_BYTES = 64 * 2**20  # chunks sent to an object store per concurrent batch
+PER_FRAME_FIELDS = ("expression", "audio_features", "flame_offsets")
+DEFAULT_CACHE_BYTES = 2 * 2**30  # frame arrays a reader keeps in RAM (expression + audio: ~4 KB per frame)
 
 MANIFEST_SCHEMA = pa.schema(
     [
         ("segment", pa.int64()),
         ("sequence", pa.string()),
         ("identity", pa.string()),
-        ("start_frame", pa.int64()),
+        ("start_frame", pa.int64()),  # in the sequence
         ("n_frames", pa.int64()),
         ("split", pa.string()),
-        ("sequence_index", pa.int64()),  # row of per-sequence statics such as flame_templates
+        ("sequence_index", pa.int64()),  # row of per-sequence arrays (identity)
+        ("frame_offset", pa.int64()),  # first row in expression / audio_features
+        ("has_flame", pa.bool_()),
+        ("flame_index", pa.int64()),  # row in flame_templates, -1 without FLAME
+        ("flame_offset", pa.int64()),  # first row in flame_offsets, -1 without FLAME
     ]
 )
 
@@ -60,6 +61,10 @@ def segments_root(store_root: str | StorePath) -> StorePath:
     return store_path(store_root) / "segments"
 
 
+def frames_dir(store_root: str | StorePath, key: str) -> StorePath:
+    return segments_root(store_root) / FRAMES / key
+
+
 def current_segments_dir(store_root: str | StorePath) -> StorePath:
     """The segment store the latest `training_segments` run published."""
     pointer = segments_root(store_root) / CURRENT
@@ -68,7 +73,7 @@ def current_segments_dir(store_root: str | StorePath) -> StorePath:
             f"no segment store under {str(segments_root(store_root))!r}: materialize `training_segments` first"
         )
     path = segments_root(store_root) / pointer.read_text().strip()
-    if not is_published(path, MANIFEST):
+    if not is_published(path, MANIFEST, ATTRS):
         raise SegmentStoreError(f"segment store {str(path)!r} named by {str(pointer)!r} is missing or incomplete")
     return path
 
@@ -77,211 +82,134 @@ def publish_current(store_root: str | StorePath, version: str) -> None:
     atomic_write_bytes(segments_root(store_root) / CURRENT, version.encode())
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    """A per-segment array: each segment holds one item of `shape`."""
-
-    shape: tuple[int, ...]
-    dtype: str = "float32"
+def current_version(store_root: str | StorePath) -> str | None:
+    pointer = segments_root(store_root) / CURRENT
+    return pointer.read_text().strip() if pointer.is_file() else None
 
 
-class SegmentStoreWriter:
-    """Fills a new segment store block by block; see `write_segment_store`."""
-
-    def __init__(self, group: zarr.Group, root: StorePath, n_segments: int, fields: dict[str, FieldSpec]):
-        self.n_segments = n_segments
-        self._roots = {name: store_path(root) / name for name in fields}
-        self.arrays = {
-            name: group.create_array(
-                name,
-                shape=(n_segments, *spec.shape),
-                dtype=spec.dtype,
-                chunks=(1, *spec.shape),
-                compressors=None,
-                fill_value=0,
-            )
-            for name, spec in fields.items()
-        }
-        self.group = group
-
-    def write(self, field: str, start: int, block: np.ndarray) -> None:
-        """Write segments `[start, start + len(block))` of `field` (whole chunks, as zarr 3 wants)."""
-        array = self.arrays[field]
-        if block.shape[1:] != array.shape[1:]:
-            raise SegmentStoreError(f"{field}: block of shape {block.shape} does not fit segments of {array.shape[1:]}")
-        if start < 0 or start + len(block) > self.n_segments:
-            raise SegmentStoreError(
-                f"{field}: segments [{start}, {start + len(block)}) out of range [0, {self.n_segments})"
-            )
-        # The chunk files are written directly in zarr's own format (uncompressed, default keys):
-        # zarr 3's per-chunk write path costs milliseconds per segment.
-        block = np.ascontiguousarray(block, dtype=np.dtype(array.dtype).newbyteorder("<"))
-        root = self._roots[field]
-        suffix = "/".join(["0"] * (array.ndim - 1))
-        if is_remote(root):
-            _put_chunks(root, start, suffix, block)
-            return
-        for offset, item in enumerate(block):
-            chunk_dir = root / "c" / str(start + offset)
-            chunk_path = chunk_dir / suffix
-            chunk_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(chunk_path, "wb") as handle:
-                handle.write(item.tobytes())
-
-    def write_static(self, name: str, data: np.ndarray) -> None:
-        self.group.create_array(name, data=np.ascontiguousarray(data), compressors=None)
-
-
-def _put_chunks(root: StorePath, start: int, suffix: str, block: np.ndarray) -> None:
-    """Upload one object per segment, many at a time (fsspec `pipe` sends a dict concurrently)."""
-    per_batch = max(1, REMOTE_PUT_BYTES // max(block[0].nbytes, 1)) if len(block) else 1
-    for first in range(0, len(block), per_batch):
-        items = block[first : first + per_batch]
-        root.fs.pipe({f"{root.path}/c/{start + first + i}/{suffix}": item.tobytes() for i, item in enumerate(items)})
-
-
-@contextmanager
-def write_segment_store(
-    final_dir: str | StorePath,
-    n_segments: int,
-    fields: dict[str, FieldSpec],
-    manifest: pa.Table,
-    attrs: dict[str, Any],
-) -> Iterator[SegmentStoreWriter]:
-    """Create a segment store that appears under `final_dir` only once the block completes."""
-    if manifest.num_rows != n_segments:
-        raise SegmentStoreError(f"manifest has {manifest.num_rows} rows for {n_segments} segments")
+def write_manifest(final_dir: str | StorePath, manifest: pa.Table, attrs: dict[str, Any]) -> None:
+    """Publish a version: its manifest and attrs appear together or not at all."""
     with atomic_directory(store_path(final_dir)) as tmp:
-        zarr_path = tmp / SEGMENTS_ZARR
-        group = zarr.open_group(
-            zarr_store(zarr_path),
-            mode="w",
-            attributes=to_json({**attrs, "n_segments": n_segments}),
-        )
-        yield SegmentStoreWriter(group, zarr_path, n_segments, fields)
         with (tmp / MANIFEST).open("wb") as handle:
-            pq.write_table(manifest.cast(MANIFEST_SCHEMA), handle)
+            pq.write_table(manifest.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA), handle)
+        (tmp / ATTRS).write_text(json.dumps(to_json({**attrs, "n_segments": manifest.num_rows}), indent=1))
+
+
+def is_segment_version(path: str | StorePath) -> bool:
+    path = store_path(path)
+    recover_interrupted(path)
+    return is_published(path, MANIFEST, ATTRS)
+
+
+def read_version_attrs(path: str | StorePath) -> dict[str, Any]:
+    """segments.json of a version: its settings, counts and frame-data key, without reading frames."""
+    path = store_path(path)
+    try:
+        return json.loads((path / ATTRS).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SegmentStoreError(f"{str(path / ATTRS)!r}: unreadable segment-store attrs ({error})") from error
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False))
 
 
 class SegmentReader:
-    """Batched random access to a segment store. Open one per process (it holds file paths only)."""
+    """Batched random access to one segment version. Open one per process."""
 
-    def __init__(self, segments_dir: str | StorePath):
+    def __init__(self, segments_dir: str | StorePath, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.path = store_path(segments_dir)
-        recover_interrupted(self.path)
+        if not is_segment_version(self.path):
+            raise SegmentStoreError(f"{str(self.path)!r} is not a complete segment store (no {MANIFEST} or {ATTRS})")
         manifest_path = self.path / MANIFEST
-        if not is_published(self.path, MANIFEST, f"{SEGMENTS_ZARR}/zarr.json"):
-            raise SegmentStoreError(
-                f"{str(self.path)!r} is not a complete segment store (no {MANIFEST} or {SEGMENTS_ZARR})"
-            )
         try:
             self.manifest = pq.read_table(pa.BufferReader(manifest_path.read_bytes()))
         except (pa.ArrowInvalid, OSError) as error:
             raise SegmentStoreError(f"{str(manifest_path)!r}: unreadable manifest ({error})") from error
-        self.group = open_group_readonly(self.path / SEGMENTS_ZARR)
-        self.attrs: dict[str, Any] = dict(self.group.attrs)
-        self._splits = np.asarray(self.manifest.column("split").to_numpy(zero_copy_only=False)).astype(str)
-        self._direct: dict[str, _DirectChunks | None] = {}
+        self.attrs: dict[str, Any] = read_version_attrs(self.path)
+        frames_path = self.path.parent / FRAMES / str(self.attrs.get("frames", ""))
+        try:
+            self.frames = FrameStore(frames_path, cache_bytes)
+        except FrameStoreError as error:
+            raise SegmentStoreError(f"segment store {str(self.path)!r}: {error}") from error
+        self.segment_frames = int(self.attrs["segment_frames"])
+        self._splits = _column(self.manifest, "split").astype(str)
+        self._frame_offset = _column(self.manifest, "frame_offset").astype(np.int64)
+        self._sequence_index = _column(self.manifest, "sequence_index").astype(np.int64)
+        self._flame_offset = _column(self.manifest, "flame_offset").astype(np.int64)
+        self._window = np.arange(self.segment_frames, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.manifest.num_rows
 
     @property
     def fields(self) -> list[str]:
-        return sorted(name for name, arr in self.group.arrays() if arr.shape[:1] == (len(self),) and arr.ndim >= 2)
+        """Per-segment fields; `flame_offsets` when any segment has FLAME."""
+        names = ["audio_features", "expression", "identity"]
+        if self.frames.has("flame_offsets") and (self._flame_offset >= 0).any():
+            names.append("flame_offsets")
+        return sorted(names)
 
-    def indices(self, split: str | None = None) -> np.ndarray:
-        """Segment indices of one split (all when None)."""
-        if split is None:
-            return np.arange(len(self))
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        return np.flatnonzero(self._splits == split)
+    def item_shape(self, field: str) -> tuple[int, ...]:
+        """Shape of one segment of `field`: (L, D), (L, V, 3) or (1344,)."""
+        if field not in self.fields:
+            raise SegmentStoreError(f"segment store {str(self.path)!r} has no {field!r}; it has {self.fields}")
+        row_shape = self.frames.shape(field)[1:]
+        return row_shape if field == "identity" else (self.segment_frames, *row_shape)
+
+    def indices(self, split: str | None = None, flame: bool = False) -> np.ndarray:
+        """Segment indices of one split (all when None); with `flame`, only segments that have FLAME."""
+        selected = np.ones(len(self), dtype=bool)
+        if split is not None:
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+            selected &= self._splits == split
+        if flame:
+            selected &= self._flame_offset >= 0
+        return np.flatnonzero(selected)
 
     def static(self, name: str) -> np.ndarray:
-        return self.group[name][...]
+        """A per-store array of the frame data: flame_templates, flame_template, flame_faces."""
+        if not self.frames.has(name):
+            raise SegmentStoreError(f"segment store {str(self.path)!r} has no {name!r}")
+        return self.frames.whole(name)
 
     def has(self, name: str) -> bool:
-        return name in self.group
+        return name in self.fields or self.frames.has(name)
+
+    def first_rows(self, field: str, indices: np.ndarray) -> np.ndarray:
+        """Row of each segment's first frame in the frame array behind `field`."""
+        indices = self._checked(indices)
+        if field == "flame_offsets":
+            starts = self._flame_offset[indices]
+            if (starts < 0).any():
+                bad = int(indices[np.argmax(starts < 0)])
+                raise SegmentStoreError(
+                    f"segment store {str(self.path)!r}: segment {bad} (sequence "
+                    f"{self.manifest.column('sequence')[bad].as_py()!r}) has no FLAME; select with indices(flame=True)"
+                )
+            return starts
+        if field == "identity":
+            return self._sequence_index[indices]
+        return self._frame_offset[indices]
 
     def read(self, field: str, indices: np.ndarray) -> np.ndarray:
-        """Segments `indices` (any order, repeats allowed) of `field` -> [len(indices), ...]."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if field not in self._direct:
-            self._direct[field] = _DirectChunks.open(self.path / SEGMENTS_ZARR / field, self.group[field])
-        direct = self._direct[field]
-        if direct is not None:
-            return direct.read(indices)
-        array = self.group[field]
-        unique, inverse = np.unique(indices, return_inverse=True)
-        return array.get_orthogonal_selection((unique,))[inverse]
+        """Segments `indices` (any order, repeats allowed) of `field` -> [len(indices), *item_shape]."""
+        if field not in self.fields:
+            raise SegmentStoreError(f"segment store {str(self.path)!r} has no {field!r} array; it has {self.fields}")
+        starts = self.first_rows(field, indices)
+        try:
+            if field == "identity":
+                return self.frames.rows(field, starts)
+            # FLAME offsets are large and read rarely (PCA fit, evaluation): never cached whole.
+            data = self.frames.rows(field, starts[:, None] + self._window, cache=field != "flame_offsets")
+        except FrameStoreError as error:
+            raise SegmentStoreError(f"segment store {str(self.path)!r}: {error}") from error
+        return data.astype(np.float32, copy=False)
 
-
-@dataclass
-class _DirectChunks:
-    """Reads uncompressed one-segment chunks straight from their files (zarr v3 default key encoding)."""
-
-    root: StorePath
-    item_shape: tuple[int, ...]
-    dtype: np.dtype
-    n: int
-    suffix: str
-
-    @classmethod
-    def open(cls, root: StorePath, array: zarr.Array) -> _DirectChunks | None:
-        meta = json.loads((root / "zarr.json").read_text())
-        codecs = meta.get("codecs", [])
-        encoding = meta.get("chunk_key_encoding", {})
-        plain_bytes = (
-            len(codecs) == 1
-            and codecs[0].get("name") == "bytes"
-            and codecs[0].get("configuration", {}).get("endian", "little") == "little"
-        )
-        one_per_segment = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]) == (1, *array.shape[1:])
-        default_keys = (
-            encoding.get("name") == "default" and encoding.get("configuration", {}).get("separator", "/") == "/"
-        )
-        if not (plain_bytes and one_per_segment and default_keys and isinstance(array.metadata.codecs[0], BytesCodec)):
-            return None
-        suffix = "/".join(["0"] * (array.ndim - 1))
-        return cls(root, tuple(array.shape[1:]), np.dtype(array.dtype).newbyteorder("<"), array.shape[0], suffix)
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(indices), *self.item_shape), dtype=self.dtype)
-        nbytes = out[0].nbytes if len(out) else 0
-        if is_remote(self.root):
-            return self._read_remote(indices, out, nbytes)
-        for row, index in enumerate(indices):
-            if not 0 <= index < self.n:
-                raise IndexError(f"segment {index} out of range [0, {self.n})")
-            path = f"{self.root}/c/{index}/{self.suffix}"
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # an unwritten chunk reads as the fill value, as in zarr
-            try:
-                view = memoryview(out[row]).cast("B")
-                got = os.readv(fd, [view])
-            finally:
-                os.close(fd)
-            if got != nbytes:
-                raise SegmentStoreError(f"{path}: chunk has {got} bytes, expected {nbytes} (truncated store?)")
-        return out
-
-    def _read_remote(self, indices: np.ndarray, out: np.ndarray, nbytes: int) -> np.ndarray:
-        if len(indices) and not (indices.min() >= 0 and indices.max() < self.n):
-            bad = int(indices[(indices < 0) | (indices >= self.n)][0])
-            raise IndexError(f"segment {bad} out of range [0, {self.n})")
-        keys = [f"{self.root.path}/c/{index}/{self.suffix}" for index in indices]
-        fetched = self.root.fs.cat(sorted(set(keys)), on_error="return") if keys else {}
-        for row, key in enumerate(keys):
-            data = fetched[key]
-            if isinstance(data, FileNotFoundError):
-                continue  # an unwritten chunk reads as the fill value, as in zarr
-            where = f"{self.root.protocol}://{key}"
-            if isinstance(data, BaseException):
-                raise SegmentStoreError(f"{where}: cannot read chunk ({data})") from data
-            if len(data) != nbytes:
-                raise SegmentStoreError(f"{where}: chunk has {len(data)} bytes, expected {nbytes} (truncated store?)")
-            out[row] = np.frombuffer(data, dtype=self.dtype).reshape(self.item_shape)
-        return out
+    def _checked(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            bad = int(indices[(indices < 0) | (indices >= len(self))][0])
+            raise IndexError(f"segment {bad} out of range [0, {len(self)})")
+        return indices

@@ -51,7 +51,9 @@ def test_facetalk_ingest_then_dagster_cli_materializes_segments(tmp_path, tiny_e
     assert materialize.returncode == 0, materialize.stderr[-3000:]
     reader = SegmentReader(current_segments_dir(tmp_path / "store"))
     assert len(reader) == 3 * 2  # 50 frames -> windows at 0 and 24
-    assert not reader.has("flame_offsets")  # one sequence has no FLAME tracking
+    # FLAME per sequence: ID1 has none, so only the others' segments carry it.
+    flame_sequences = {reader.manifest.column("sequence")[int(i)].as_py() for i in reader.indices(flame=True)}
+    assert reader.has("flame_offsets") and flame_sequences == {"ID0_SEN01", "ID2_SEN01"}
 
     # Both runs went through the persistent instance, so the UI lists them.
     instance = DagsterInstance.from_config(str(tmp_path / "dagster_home"))

@@ -45,7 +45,7 @@ import dagster, torch, zarr  # noqa: F401  (imported once, shared by every forke
 from transformers import Wav2Vec2Config, Wav2Vec2Model  # noqa: F401  (the encoder loads lazily)
 import models.audio_encoder, ops.audio.features, ops.dataset.checks, ops.dataset.segmenting  # noqa: F401
 import pipelines.assets.ingestion, pipelines.assets.segments, pipelines.runner  # noqa: F401
-import storage.segments, storage.sequence_store
+import storage.frame_store, storage.segments, storage.sequence_store
 from pipelines.cli import main
 
 
@@ -87,13 +87,13 @@ def install_kill_point(spec):
             if ".old-" in os.path.basename(dst):
                 tick()
         os.rename = rename
-    elif point == "segment_blocks":  # after k blocks of segment chunks
-        writer = storage.segments.SegmentStoreWriter
-        original_block = writer.write
-        def write(self, *args, **kwargs):
-            original_block(self, *args, **kwargs)
+    elif point == "segment_blocks":  # after k sequences appended to the segments' frame data
+        writer = storage.frame_store.FrameStoreWriter
+        original_append = writer.append_sequence
+        def append_sequence(self, *args, **kwargs):
+            original_append(self, *args, **kwargs)
             tick()
-        writer.write = write
+        writer.append_sequence = append_sequence
     elif point == "current_written":  # new CURRENT in its temporary file, not yet replaced
         original_replace = os.replace
         def replace(src, dst, *args, **kwargs):
@@ -205,8 +205,11 @@ class Setup:
             assert answer == {"exit_code": 0}, f"{argv} failed: {answer}:\n{tail}"
 
 
-def _segments_config(path: Path, stride: int) -> Path:
-    path.write_text(f"ops:\n  training_segments:\n    config:\n      segment_frames: 24\n      stride: {stride}\n")
+def _segments_config(path: Path, stride: int, include_flame: bool = True) -> Path:
+    path.write_text(
+        f"ops:\n  training_segments:\n    config:\n      segment_frames: 24\n      stride: {stride}\n"
+        f"      include_flame: {str(include_flame).lower()}\n"
+    )
     return path
 
 
@@ -216,7 +219,7 @@ def setup(tmp_path_factory, tiny_encoder_dir):
     data = work / "data"
     for seed, key in enumerate(KEYS):
         write_sequence(data, key, N_FRAMES, seed=seed)
-    _segments_config(work / "stride24.yaml", 24)
+    _segments_config(work / "stride24.yaml", 24, include_flame=False)  # other frame data than stride12's
     _segments_config(work / "stride12.yaml", 12)
     server = ForkServer(work / "server.log")
     try:
@@ -271,14 +274,14 @@ def leftovers(root: Path) -> list[Path]:
 
 def segment_versions(store_root: Path) -> list[str]:
     root = segments_root(store_root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v-")) if root.is_dir() else []
 
 
 def read_whole_segment_store(path: Path) -> dict[str, np.ndarray]:
     """Every per-segment field and static array of a segment store, read through SegmentReader."""
     reader = SegmentReader(path)
     arrays = {field: reader.read(field, reader.indices()) for field in reader.fields}
-    for name, array in reader.group.arrays():
+    for name, array in reader.frames.group.arrays():
         if name not in arrays:
             arrays[name] = array[...]
     arrays["manifest"] = reader.manifest
@@ -361,7 +364,7 @@ def test_segment_writing_killed_keeps_current_then_rerun_completes(setup: Setup)
         assert current_segments_dir(store).name == previous
         assert_same_content(read_whole_segment_store(segments_root(store) / previous), previous_content)
 
-    setup.run(["segments", "-c", stride12], store, home, kill="segment_blocks:2")  # mid-chunks
+    setup.run(["segments", "-c", stride12], store, home, kill="segment_blocks:2")  # mid-frames
     assert segment_versions(store) == [previous], "a half-written segment store is visible"
     assert_previous_is_current()
 

@@ -33,9 +33,10 @@ from pipelines.resources import AudioEncoderResource, DatasetResource, StoreReso
 from pipelines.runner import failure_messages
 from storage import sequence_store
 from storage.atomic import completion_marker
+from storage.frame_store import FrameStoreWriter, is_frame_store
 from storage.layout import scan_dataset
 from storage.location import OPTIONS_ENV, StoreLocationError, is_remote, store_path
-from storage.segments import SegmentReader, SegmentStoreError, SegmentStoreWriter, current_segments_dir, segments_root
+from storage.segments import SegmentReader, current_segments_dir, frames_dir
 from storage.sequence_store import COMPONENTS, ComponentMissing, SequenceStore
 from tests.builders import write_sequence
 
@@ -159,8 +160,8 @@ def _assert_same_segment_stores(local: Path, remote) -> None:
     assert a.manifest.equals(b.manifest) and a.attrs == b.attrs and a.fields == b.fields
     for field in a.fields:
         np.testing.assert_array_equal(b.read(field, b.indices()), a.read(field, a.indices()), err_msg=field)
-    for name, array in a.group.arrays():
-        np.testing.assert_array_equal(b.group[name][...], array[...], err_msg=name)
+    for name, array in a.frames.group.arrays():
+        np.testing.assert_array_equal(b.frames.group[name][...], array[...], err_msg=name)
 
 
 def test_pipeline_on_s3_equals_local_store(dataset, tmp_path, s3_root, tiny_encoder_dir):
@@ -283,26 +284,25 @@ def test_interrupted_segment_store_on_s3_keeps_current_then_rerun_completes(s3_r
     previous = build_training_segments(
         remote, keys, SegmentingConfig(segment_frames=24, stride=24, include_flame=False)
     )
-    config = SegmentingConfig(segment_frames=24, stride=12, include_flame=False)
+    config = SegmentingConfig(segment_frames=24, stride=12)  # include_flame: other frame data, written anew
 
-    original = SegmentStoreWriter.write
-    blocks = []
+    original = FrameStoreWriter.append_sequence
+    appended = []
 
-    def failing(self, field, start, block):
-        original(self, field, start, block)
-        blocks.append(field)
-        if len(blocks) == 4:  # chunks of the first sequence are on S3
-            with pytest.raises(SegmentStoreError, match="not a complete segment store"):
-                SegmentReader(segments_root(s3_root) / self.group.attrs["version"])
+    def failing(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        appended.append(args[0])
+        if len(appended) == 1:  # frames of the first sequence are on S3
+            assert not is_frame_store(frames_dir(s3_root, self.group.attrs["key"]))
             raise RuntimeError("killed mid-segments")
 
-    monkeypatch.setattr(SegmentStoreWriter, "write", failing)
+    monkeypatch.setattr(FrameStoreWriter, "append_sequence", failing)
     with pytest.raises(RuntimeError, match="killed mid-segments"):
         build_training_segments(remote, keys, config)
     assert current_segments_dir(s3_root) == previous.path
     assert len(SegmentReader(previous.path)) == previous.n_segments
 
-    monkeypatch.setattr(SegmentStoreWriter, "write", original)
+    monkeypatch.setattr(FrameStoreWriter, "append_sequence", original)
     rerun = build_training_segments(remote, keys, config)
     reference = build_training_segments(local, keys, config)
     assert rerun.status == "materialized" and rerun.version == reference.version != previous.version

@@ -4,13 +4,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import zarr
 
 from storage.atomic import atomic_directory, recover_interrupted
 from storage.layout import InvalidSequenceName, scan_dataset, validate_sequence_key
-from storage.segments import FieldSpec, SegmentReader, SegmentStoreError, write_segment_store
 from storage.sequence_store import SequenceStore
 from storage.zarr_io import rows_per_chunk
 
@@ -95,57 +93,3 @@ def test_sequence_store_roundtrip_and_chunking(tmp_path):
     assert array.chunks[0] == rows_per_chunk((1000, 768), 4) == 341  # about 1 MB along time
     assert store.sequences_with("audio_features") == ["ID1_S1"]
     assert store.sequences_with("audio_features", "nphm") == []
-
-
-def _manifest(n):
-    return pa.table(
-        {
-            "segment": np.arange(n),
-            "sequence": ["A_1"] * n,
-            "identity": ["A"] * n,
-            "start_frame": np.arange(n) * 12,
-            "n_frames": np.full(n, 48),
-            "split": (["train", "val", "test"] * n)[:n],
-            "sequence_index": np.zeros(n, np.int64),
-        }
-    )
-
-
-def test_segment_store_direct_reads_match_zarr(tmp_path):
-    rng = np.random.default_rng(1)
-    expression = rng.standard_normal((37, 48, 200)).astype(np.float32)
-    with write_segment_store(
-        tmp_path / "v1", 37, {"expression": FieldSpec((48, 200))}, _manifest(37), {"fps": 24}
-    ) as writer:
-        writer.write("expression", 0, expression[:20])
-        writer.write("expression", 20, expression[20:])
-    reader = SegmentReader(tmp_path / "v1")
-    order = rng.permutation(37)
-    np.testing.assert_array_equal(reader.read("expression", order), expression[order])
-    np.testing.assert_array_equal(reader.read("expression", [3, 3, 0]), expression[[3, 3, 0]])
-    np.testing.assert_array_equal(
-        zarr.open_group(str(tmp_path / "v1" / "segments.zarr"), mode="r")["expression"][:], expression
-    )
-    assert list(reader.indices("val")) == list(range(1, 37, 3))
-    assert reader.attrs["fps"] == 24 and reader.attrs["n_segments"] == 37
-    with pytest.raises(IndexError):
-        reader.read("expression", [37])
-
-
-def test_segment_store_failure_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError):
-        with write_segment_store(tmp_path / "v1", 4, {"expression": FieldSpec((48, 200))}, _manifest(4), {}) as writer:
-            writer.write("expression", 0, np.zeros((2, 48, 200), np.float32))
-            raise RuntimeError("killed")
-    assert os.listdir(tmp_path) == []
-    with pytest.raises(SegmentStoreError, match="not a complete segment store"):
-        SegmentReader(tmp_path / "v1")
-
-
-def test_truncated_chunk_is_reported(tmp_path):
-    with write_segment_store(tmp_path / "v1", 2, {"expression": FieldSpec((48, 200))}, _manifest(2), {}) as writer:
-        writer.write("expression", 0, np.zeros((2, 48, 200), np.float32))
-    chunk = tmp_path / "v1" / "segments.zarr" / "expression" / "c" / "1" / "0" / "0"
-    chunk.write_bytes(chunk.read_bytes()[:100])
-    with pytest.raises(SegmentStoreError, match="truncated"):
-        SegmentReader(tmp_path / "v1").read("expression", [1])

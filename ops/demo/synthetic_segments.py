@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from storage.segments import FieldSpec, write_segment_store
+from ops.dataset.survey import IDENTITY_DIM
+from storage.fingerprint import hash_values
+from storage.frame_store import FrameLayout, write_frame_store
+from storage.segments import FRAMES, write_manifest
 
 
 def synthetic_audio_to_motion(audio: np.ndarray, motion_dim: int, seed: int = 0) -> np.ndarray:
@@ -41,47 +44,58 @@ def write_synthetic_segment_store(
     n_vertices: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write a store with `n_train` + `n_val` segments (and FLAME offsets when `n_vertices`)."""
+    """Write a store with `n_train` + `n_val` segments (and FLAME offsets when `n_vertices`).
+
+    Each segment is its own short sequence; its frames go to `<path.parent>/frames/<key>`, as in
+    a store's `segments/` folder."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     n = n_train + n_val
     audio = smooth_audio(n, segment_frames, audio_dim, rng)
     expression = synthetic_audio_to_motion(audio, motion_dim, seed)
-    fields = {
-        "expression": FieldSpec((segment_frames, motion_dim)),
-        "audio_features": FieldSpec((segment_frames, audio_dim)),
-        "identity": FieldSpec((1344,)),
-    }
+    offsets = None
     if n_vertices:
-        fields["flame_offsets"] = FieldSpec((segment_frames, n_vertices, 3))
         # offsets live in a 16-d subspace of the V*3 vertex space, driven by the first 16 code dims
         mixing = rng.standard_normal((16, n_vertices * 3)).astype(np.float32) * 0.01
         offsets = (expression[..., :16] @ mixing).reshape(n, segment_frames, n_vertices, 3)
-    splits = ["train"] * n_train + ["val"] * n_val
+    settings = dict(n=n, segment_frames=segment_frames, audio_dim=audio_dim, motion_dim=motion_dim)
+    key = "f-synthetic-" + hash_values(**settings, n_vertices=n_vertices, seed=seed)[:12]
+    layout = FrameLayout(
+        total_frames=n * segment_frames,
+        n_sequences=n,
+        motion_dim=motion_dim,
+        audio_dim=audio_dim,
+        identity_dim=IDENTITY_DIM,
+        total_flame_frames=n * segment_frames if n_vertices else 0,
+        n_flame_sequences=n if n_vertices else 0,
+        n_vertices=n_vertices or 0,
+    )
+    summary = {"key": key, "fps": 24, "motion_dim": motion_dim, "audio_dim": audio_dim, "synthetic": True}
+    names = [f"ID{i % 4}_SEG{i:04d}" for i in range(n)]
+    frames = path.parent / FRAMES / key
+    with write_frame_store(frames, layout, summary) as writer:
+        for i, name in enumerate(names):
+            flame = offsets[i] if offsets is not None else None
+            template = np.zeros((n_vertices, 3), np.float32) if n_vertices else None
+            faces = np.zeros((1, 3), np.int32) if n_vertices else None
+            identity = np.zeros(IDENTITY_DIM, np.float32)
+            writer.append_sequence(name, name.split("_")[0], expression[i], audio[i], identity, flame, template, faces)
+    start = np.arange(n, dtype=np.int64) * segment_frames
     manifest = pa.table(
         {
             "segment": np.arange(n, dtype=np.int64),
-            "sequence": [f"ID{i % 4}_seq{i // 8}" for i in range(n)],
-            "identity": [f"ID{i % 4}" for i in range(n)],
+            "sequence": names,
+            "identity": [name.split("_")[0] for name in names],
             "start_frame": np.zeros(n, dtype=np.int64),
             "n_frames": np.full(n, segment_frames, dtype=np.int64),
-            "split": splits,
-            "sequence_index": np.arange(n, dtype=np.int64) // 8,
+            "split": ["train"] * n_train + ["val"] * n_val,
+            "sequence_index": np.arange(n, dtype=np.int64),
+            "frame_offset": start,
+            "has_flame": np.full(n, bool(n_vertices)),
+            "flame_index": np.arange(n, dtype=np.int64) if n_vertices else np.full(n, -1, np.int64),
+            "flame_offset": start if n_vertices else np.full(n, -1, np.int64),
         }
     )
-    attrs = {
-        "fps": 24,
-        "segment_frames": segment_frames,
-        "audio_dim": audio_dim,
-        "motion_dim": motion_dim,
-        "synthetic": True,
-    }
-    with write_segment_store(path, n, fields, manifest, attrs) as writer:
-        writer.write("expression", 0, expression)
-        writer.write("audio_features", 0, audio)
-        writer.write("identity", 0, np.zeros((n, 1344), dtype=np.float32))
-        if n_vertices:
-            writer.write("flame_offsets", 0, offsets)
-            writer.write_static("flame_template", np.zeros((n_vertices, 3), dtype=np.float32))
-            writer.write_static("flame_faces", np.zeros((1, 3), dtype=np.int32))
+    attrs = {"version": path.name, "frames": key, "fps": 24, **settings, "synthetic": True}
+    write_manifest(path, manifest, attrs)
     return path

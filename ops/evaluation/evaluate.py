@@ -158,9 +158,9 @@ def _check_features(features: np.ndarray, model: MotionModel, where: str) -> Non
 
 def _train_mean(reader: SegmentReader, field_name: str) -> np.ndarray:
     """Mean over train segments and frames of a per-frame field: [*item_shape[1:]]."""
-    indices = reader.indices("train")
+    indices = reader.indices("train", flame=field_name == "flame_offsets")
     if len(indices) == 0:
-        raise EvaluationError(f"segment store {str(reader.path)!r} has no train segments to average")
+        raise EvaluationError(f"segment store {str(reader.path)!r} has no train segments with {field_name} to average")
     total, count = None, 0
     for start in range(0, len(indices), READ_BLOCK):
         block = reader.read(field_name, indices[start : start + READ_BLOCK]).astype(np.float64)  # [B, L, ...]
@@ -304,14 +304,15 @@ def evaluate_nphm_model(
 # ----------------------------------------------------------------------------- FLAME
 
 
-def non_overlapping_windows(reader: SegmentReader, split: str = "test") -> np.ndarray:
-    """Segment indices of `split` that do not overlap, per sequence (greedy by start frame)."""
+def non_overlapping_windows(reader: SegmentReader, split: str = "test", flame: bool = False) -> np.ndarray:
+    """Segment indices of `split` (with FLAME only, when `flame`) that do not overlap, per sequence
+    (greedy by start frame)."""
     manifest = reader.manifest
     sequences = np.asarray(manifest.column("sequence").to_pylist(), dtype=object)
     starts = manifest.column("start_frame").to_numpy()
     lengths = manifest.column("n_frames").to_numpy()
     kept, next_free = [], {}
-    for index in sorted(reader.indices(split), key=lambda i: (sequences[i], starts[i])):
+    for index in sorted(reader.indices(split, flame=flame), key=lambda i: (sequences[i], starts[i])):
         if starts[index] >= next_free.get(sequences[index], -1):
             kept.append(index)
             next_free[sequences[index]] = starts[index] + lengths[index]
@@ -321,7 +322,7 @@ def non_overlapping_windows(reader: SegmentReader, split: str = "test") -> np.nd
 def _templates(reader: SegmentReader, indices: np.ndarray) -> np.ndarray:
     """Per-window neutral template [N, V, 3]: the sequence's own when stored, else the mean one."""
     if reader.has("flame_templates"):
-        rows = reader.manifest.column("sequence_index").to_numpy()[indices]
+        rows = reader.manifest.column("flame_index").to_numpy()[indices]
         return reader.static("flame_templates")[rows].astype(np.float32)
     if reader.has("flame_template"):
         return np.repeat(reader.static("flame_template")[None].astype(np.float32), len(indices), axis=0)
@@ -353,12 +354,12 @@ def evaluate_flame_model(
     if "flame_offsets" not in reader.fields:
         raise EvaluationError(f"segment store {str(reader.path)!r} has no flame_offsets (built without FLAME tracking)")
     say = progress or (lambda message: None)
-    windows = non_overlapping_windows(reader, split)
+    windows = non_overlapping_windows(reader, split, flame=True)
     if max_windows is not None:
         windows = windows[:max_windows]
     if len(windows) == 0:
-        raise EvaluationError(f"segment store {str(reader.path)!r} has no {split!r} segments")
-    n_vertices = reader.group["flame_offsets"].shape[2]
+        raise EvaluationError(f"segment store {str(reader.path)!r} has no {split!r} segments with FLAME")
+    n_vertices = reader.item_shape("flame_offsets")[1]
     if regions.n_vertices is not None and regions.n_vertices != n_vertices:
         raise EvaluationError(
             f"the regions are for a {regions.n_vertices}-vertex topology, segment store {str(reader.path)!r} has {n_vertices}"
@@ -408,7 +409,7 @@ def evaluate_flame_model(
         }
     table["data"] = {
         "n_windows": float(len(windows)),
-        "n_frames": float(len(windows) * reader.group["flame_offsets"].shape[1]),
+        "n_frames": float(len(windows) * reader.item_shape("flame_offsets")[0]),
         "n_diversity_windows": float(len(diversity_values["model"])),
         "sampling_steps": float(steps),
         "seconds": time.perf_counter() - started,
@@ -613,7 +614,7 @@ def render_flame_evaluation_videos(
     out_dir.mkdir(parents=True, exist_ok=True)
     faces = reader.static("flame_faces")
     config = render_config or talking_head_render_config(video_size)
-    windows = non_overlapping_windows(reader, split)[:n_windows]
+    windows = non_overlapping_windows(reader, split, flame=True)[:n_windows]
     sequences = reader.manifest.column("sequence").to_pylist()
     starts = reader.manifest.column("start_frame").to_numpy()
     started = time.perf_counter()

@@ -67,7 +67,7 @@ def _train(
     if config.batch_size:
         train_overrides["batch_size"] = config.batch_size
     segments_dir = current_segments_dir(store.path)
-    segments_attrs = SegmentReader(segments_dir).attrs
+    segments_attrs = SegmentReader(segments_dir, cache_bytes=0).attrs
     # The store knows the encoder's width; a config written for Wav2Vec2-base says 768.
     audio_dim = int(segments_attrs.get("audio_dim", experiment.model.audio_dim))
     if audio_dim != experiment.model.audio_dim:
@@ -81,6 +81,7 @@ def _train(
         context.log.warning(RANDOM_FEATURES_WARNING.format(n=len(random_features)))
     return MaterializeResult(
         metadata={
+            "status": "trained",
             "features_from_random_encoder": bool(random_features),
             **({"warning": RANDOM_FEATURES_WARNING.format(n=len(random_features))} if random_features else {}),
             "checkpoint": MetadataValue.path(result.model_checkpoint),
@@ -116,10 +117,26 @@ class FlameTrainingConfig(TrainingConfig):
     config_path: str = "configs/flame_tiny.yaml"  # configs/flame.yaml for the paper-size model
 
 
+FLAME_SKIPPED = "skipped: no sequence has FLAME tracking"
+
+
 @model_asset
 def flame_model(context: AssetExecutionContext, config: FlameTrainingConfig, store: StoreResource) -> MaterializeResult:
-    """The same denoiser over FLAME vertex offsets (PCA-compressed), for comparing with FLAME baselines.
+    """The same denoiser over FLAME vertex offsets (PCA-compressed), trained on the segments of the
+    sequences with FLAME tracking; skipped (materialized with that status) when none has it.
 
     Metadata `features_from_random_encoder: true` (and a `warning`) when its training features came
     from the random demo encoder rather than real Wav2Vec2 weights."""
+    segments_dir = current_segments_dir(store.path)
+    attrs = SegmentReader(segments_dir, cache_bytes=0).attrs
+    if not attrs.get("has_flame", False):
+        context.log.warning(
+            f"flame_model {FLAME_SKIPPED} in {segments_dir}; the previous FLAME model, if any, stays as it was"
+        )
+        return MaterializeResult(
+            metadata={"status": FLAME_SKIPPED, "segments_version": attrs.get("version", ""), "steps": 0}
+        )
+    context.log.info(
+        f"FLAME: {len(attrs.get('flame_sequences', []))} sequences, {attrs.get('n_flame_segments')} segments"
+    )
     return _train(context, config, store, "flame_model")
