@@ -28,11 +28,18 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _resources(args: argparse.Namespace) -> dict:
     from pipelines.resources import default_resources
 
     return default_resources(
-        data_root=getattr(args, "data_root", None), store=getattr(args, "store", None), fps=getattr(args, "fps", None)
+        data_root=getattr(args, "data_root", None),
+        store=getattr(args, "store", None),
+        audio_encoder=getattr(args, "encoder", None),
+        fps=getattr(args, "fps", None),
     )
 
 
@@ -51,12 +58,48 @@ def _instance():
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    resources = _resources(args)
-    from pipelines.runner import ingest_sequences
+    from pipelines.settings import random_encoder_refusal
 
+    resources = _resources(args)
     data_root = resources["dataset"].path
-    summary = ingest_sequences(_instance(), resources, data_root, only=args.sequence or None)
+    if not args.allow_random_encoder and (refusal := random_encoder_refusal(data_root, args.encoder)):
+        print(f"facetalk ingest: error: {refusal}", file=sys.stderr)
+        return 2
+    from pipelines.runner import ingest_run_config, ingest_sequences
+
+    run_config = _load_run_config(args.config)
+    try:
+        ingest_run_config(run_config)
+    except ValueError as error:
+        raise ValueError(f"-c {args.config}: {error}") from error
+    summary = ingest_sequences(
+        _instance(), resources, data_root, only=args.sequence or None, workers=args.workers,
+        run_config=run_config, force=args.force, prune=args.prune, verbose=args.verbose,
+    )  # fmt: skip
     return 1 if summary.failed else 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    resources = _resources(args)
+    from pipelines.lifecycle import UnknownSequence, remove_sequence
+
+    instance = _instance()
+    store = resources["store"].sequences()
+    status = 0
+    for key in args.keys:
+        try:
+            removal = remove_sequence(instance, store, key)
+        except UnknownSequence as error:
+            print(f"facetalk remove: error: {error}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"removed {removal.describe()}")
+        if (resources["dataset"].path / key).is_dir():
+            print(
+                f"note: the folder {resources['dataset'].path / key} still exists; the next `facetalk ingest` "
+                "(or the sensor) adds it back. Delete or move the folder to keep it out."
+            )
+    return status
 
 
 def _segments(args: argparse.Namespace) -> int:
@@ -85,7 +128,7 @@ def _demo(args: argparse.Namespace) -> int:
     instance = _instance()
     from pipelines.runner import failure_messages, ingest_sequences, materialize_retrain
 
-    summary = ingest_sequences(instance, resources, data_root)
+    summary = ingest_sequences(instance, resources, data_root, workers=args.workers, verbose=args.verbose)
     if not summary.succeeded:
         print("no sequence could be ingested; see the errors above", file=sys.stderr)
         return 1
@@ -153,7 +196,10 @@ def _load_run_config(path: str | None) -> dict | None:
         return None
     import yaml
 
-    return yaml.safe_load(Path(path).read_text())
+    config = yaml.safe_load(Path(path).read_text())
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{path}: a run config is a YAML mapping (ops: ...), got {type(config).__name__}")
+    return config
 
 
 def _print_materializations(result) -> None:
@@ -190,10 +236,35 @@ def build_parser() -> argparse.ArgumentParser:
                 "--fps", type=int, help="frame rate of the dataset's tracking (default: 24, the FaceTalk release)"
             )
         command.set_defaults(run=run)
+        if name != "segments":
+            command.add_argument(
+                "--encoder", help="Wav2Vec2 weights directory or checkpoint (default: $FACETALK_AUDIO_ENCODER)"
+            )
+            command.add_argument(
+                "--workers", type=int, default=_cores(), help="sequences ingested at once (default: the cores)"
+            )
+            command.add_argument("-v", "--verbose", action="store_true", help="Dagster's log and stack traces")
         if name == "ingest":
             command.add_argument("--sequence", action="append", help="only this sequence key (repeatable)")
+            command.add_argument(
+                "-c", "--config", help="per-sequence run config YAML, e.g. configs/ingest_sequence.yaml"
+            )
+            command.add_argument("--force", action="store_true", help="run unchanged sequences too")
+            command.add_argument(
+                "--prune", action="store_true", help="remove sequences whose folder is gone (partition + store)"
+            )
+            command.add_argument(
+                "--allow-random-encoder",
+                action="store_true",
+                help="ingest real data with the random demo encoder (features are meaningless)",
+            )
         if name == "segments":
             command.add_argument("-c", "--config", help="run config YAML, e.g. configs/training_segments.yaml")
+    remove = commands.add_parser("remove", help="remove sequences: deregister the partition, delete the store")
+    remove.add_argument("keys", nargs="+", metavar="KEY", help="sequence key, e.g. ID00_SEN01")
+    remove.add_argument("--data-root", help="dataset root (default: $FACETALK_DATA_ROOT or the demo data)")
+    remove.add_argument("--store", help="store root (default: $FACETALK_STORE)")
+    remove.set_defaults(run=_remove)
     animate = commands.add_parser("animate", help="any speech audio -> talking-head MP4 with the audio")
     animate.add_argument("audio", help="any audio (or video) file ffmpeg reads")
     animate.add_argument("-o", "--out", required=True, help="output .mp4 (codes go to OUT.npz)")

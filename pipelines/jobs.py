@@ -1,10 +1,12 @@
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, define_asset_job, in_process_executor
 
-# Every per-sequence asset of one partition, in dependency order.
+# Every per-sequence asset of one partition, in dependency order, in ONE process: the multiprocess
+# executor would start a process per step and reload (and re-hash) the audio encoder in each.
 ingest_sequence_job = define_asset_job(
     "ingest_sequence",
     selection=AssetSelection.groups("ingestion"),
     description="Ingest one sequence folder: audio, features, NPHM and FLAME tracking, NPHM meshes.",
+    executor_def=in_process_executor,
 )
 
 build_segments_job = define_asset_job(

@@ -3,12 +3,18 @@
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
+from dagster import DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
 
+from ops.tracking.ingest import FeatureSettings, is_sequence_current
+from pipelines import lifecycle
 from pipelines.assets.ingestion import per_sequence_assets
+from pipelines.ingest_pool import JOB_NAME, ingest_partitions
+from pipelines.ingest_report import SequenceOutcome, failure_table, step_failures
+from pipelines.lifecycle import Removal
 from pipelines.partitions import sequences_partitions
-from storage.layout import scan_dataset, validate_sequence_key
+from storage.layout import SequenceFolder, scan_dataset, validate_sequence_key
 from storage.location import is_remote, store_path
 
 LAUNCHED_BY, CLI, PID_TAG = "facetalk/launched_by", "facetalk", "facetalk/pid"
@@ -16,35 +22,17 @@ LAUNCHED_BY, CLI, PID_TAG = "facetalk/launched_by", "facetalk", "facetalk/pid"
 
 @dataclass
 class IngestSummary:
-    succeeded: list[str] = field(default_factory=list)
+    succeeded: list[str] = field(default_factory=list)  # ingested now or already current
     failed: dict[str, list[str]] = field(default_factory=dict)  # key -> "asset: message" lines
     rejected: list[tuple[str, str]] = field(default_factory=list)  # folder, why
+    unchanged: list[str] = field(default_factory=list)  # current already: no run launched
+    outcomes: list[SequenceOutcome] = field(default_factory=list)  # in the order they finished
+    pruned: list[Removal] = field(default_factory=list)
 
 
 def failure_messages(result: ExecuteInProcessResult) -> list[str]:
-    """`asset: message` for each failed step: the first error below Dagster's own wrappers (ours).
-
-    After retries the failure only says "Exceeded max_retries"; the reason is on the last retry event.
-    """
-    retried = {
-        event.step_key: event.event_specific_data.error
-        for event in result.all_events
-        if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY and event.event_specific_data.error is not None
-    }
-    messages = []
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        if error is not None and error.message.startswith("Exceeded max_retries") and event.step_key in retried:
-            error = retried[event.step_key]
-        while error is not None and error.cause is not None and _is_dagster_wrapper(error.cls_name or ""):
-            error = error.cause
-        text = (error.message if error is not None else "unknown error").strip()
-        messages.append(f"{event.step_key}: {text.splitlines()[-1] if text else text}")
-    return messages
-
-
-def _is_dagster_wrapper(cls_name: str) -> bool:
-    return cls_name.startswith(("Dagster", "RetryRequested"))
+    """`asset: message` for each failed step (see `ingest_report.step_failures`)."""
+    return [f"{step}: {message}" for step, message in step_failures(result)]
 
 
 def require_writable_store(root) -> None:
@@ -99,45 +87,122 @@ def ingest_sequences(
     data_root,
     only: list[str] | None = None,
     progress: Callable[[str], None] = print,
+    *,
+    workers: int = 1,
+    run_config: dict | None = None,
+    force: bool = False,
+    prune: bool = False,
+    verbose: bool = False,
 ) -> IngestSummary:
-    """Register every sequence folder as a partition and materialize its per-sequence assets, one run each."""
+    """Register every sequence folder as a partition and run `ingest_sequence` for those not current.
+
+    A sequence is current when every component's stored quick signature matches its inputs' file
+    stats (`ops.tracking.ingest.stale_components`) and the instance has materialized its partition:
+    it is reported `unchanged` without a run (`force` runs it anyway). `prune` first removes
+    the known sequences whose folder is gone (partition + store). Runs go `workers` at a time.
+    """
+    data_root = Path(data_root)
     scan = scan_dataset(data_root)
     require_writable_store(resources["store"].path)
+    run_config = ingest_run_config(run_config, verbose)
     summary = IngestSummary(rejected=scan.rejected)
     for _name, reason in scan.rejected:
         progress(f"skipped folder: {reason}")
-    keys = [s.key for s in scan.sequences]
+    if prune:
+        present = {s.key for s in scan.sequences}
+        summary.pruned = lifecycle.prune(instance, resources["store"].sequences(), present)
+        for removal in summary.pruned:
+            progress(f"pruned {removal.describe()}: its folder is gone from {data_root}")
+    sequences = scan.sequences
     if only:
         for key in only:
             validate_sequence_key(key)
-        missing = sorted(set(only) - set(keys))
+        missing = sorted(set(only) - {s.key for s in sequences})
         if missing:
             raise FileNotFoundError(f"no sequence folder for {', '.join(missing)} under {data_root}")
-        keys = [key for key in keys if key in set(only)]
+        sequences = [s for s in sequences if s.key in set(only)]
+    keys = [s.key for s in sequences]
     added = register_sequences(instance, keys)
     progress(f"{len(keys)} sequences under {data_root} ({len(added)} newly registered)")
-    for number, key in enumerate(keys, 1):
-        result = materialize_assets(per_sequence_assets, instance, resources, partition_key=key)
-        statuses = _statuses(result)
-        if result.success:
-            summary.succeeded.append(key)
-            progress(f"[{number}/{len(keys)}] {key}: ok ({statuses})")
+    current = set() if force else unchanged_sequences(instance, resources, sequences, run_config)
+    done = 0
+
+    def report(outcome: SequenceOutcome) -> None:
+        nonlocal done
+        done += 1
+        summary.outcomes.append(outcome)
+        if outcome.status == "failed":
+            summary.failed[outcome.key] = [f"{f.asset}: {f.reason}" for f in outcome.failures]
         else:
-            summary.failed[key] = failure_messages(result)
-            progress(f"[{number}/{len(keys)}] {key}: FAILED")
-            for line in summary.failed[key]:
-                progress(f"    {line}")
-    progress(f"ingested {len(summary.succeeded)} of {len(keys)} sequences; {len(summary.failed)} failed")
+            summary.succeeded.append(outcome.key)
+            if outcome.status == "unchanged":
+                summary.unchanged.append(outcome.key)
+        progress(f"[{done}/{len(keys)}] {outcome.line()}")
+
+    for key in keys:
+        if key in current:
+            report(SequenceOutcome(key, "unchanged"))
+    todo = [key for key in keys if key not in current]
+    ingest_partitions(instance, resources, todo, run_config, data_root, workers, report)
+    summary.succeeded.sort()
+    for line in summary_lines(summary):
+        progress(line)
     return summary
 
 
-def _statuses(result: ExecuteInProcessResult) -> str:
-    parts = []
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        status = materialization.metadata.get("status")
-        parts.append(f"{materialization.asset_key.to_user_string()} {status.value if status else ''}".strip())
-    return ", ".join(parts)
+def summary_lines(summary: IngestSummary) -> list[str]:
+    """The failure table (sequence, asset, file, reason) and the counts."""
+    lines = []
+    if table := failure_table(summary.outcomes):
+        lines += ["", f"failures ({len(summary.failed)} sequences):", *(f"  {row}" for row in table), ""]
+    counts = {status: sum(o.status == status for o in summary.outcomes) for status in ("ok", "unchanged", "failed")}
+    lines.append(
+        f"{len(summary.outcomes)} sequences: {counts['ok']} ok, {counts['unchanged']} unchanged, "
+        f"{counts['failed']} failed; {len(summary.rejected)} folders skipped"
+        + (f"; {len(summary.pruned)} pruned" if summary.pruned else "")
+    )
+    return lines
+
+
+def ingest_run_config(run_config: dict | None, verbose: bool = False) -> dict:
+    """The per-sequence run config (configs/ingest_sequence.yaml), checked against the job before any run.
+
+    The console stays quiet unless `verbose` (or FACETALK_LOG_LEVEL): the CLI prints one line per
+    sequence and a failure table; every event, tracebacks included, is in the instance for the UI."""
+    from dagster import DagsterInvalidConfigError, validate_run_config
+
+    from pipelines.definitions import defs
+
+    level = os.environ.get("FACETALK_LOG_LEVEL") or ("INFO" if verbose else "CRITICAL")
+    config = {"loggers": {"console": {"config": {"log_level": level}}}, **(run_config or {})}
+    try:
+        validate_run_config(defs.resolve_job_def(JOB_NAME), config)
+    except DagsterInvalidConfigError as error:
+        problems = "; ".join(e.message for e in error.errors) or str(error)
+        raise ValueError(f"not a valid {JOB_NAME} run config (see configs/ingest_sequence.yaml): {problems}") from None
+    return config
+
+
+def unchanged_sequences(
+    instance: DagsterInstance, resources: dict, sequences: list[SequenceFolder], run_config: dict
+) -> set[str]:
+    """Keys whose stored components are current (file stats only) and whose partition this instance
+    has materialized, so that the UI agrees: no run is needed for them."""
+    from pipelines.assets.ingestion import AudioFeaturesConfig, NphmMeshesConfig
+
+    materialized = set.intersection(*(instance.get_materialized_partitions(a.key) for a in per_sequence_assets))
+    candidates = [s for s in sequences if s.key in materialized]
+    if not candidates:
+        return set()
+    feature_config = run_config.get("ops", {}).get("audio_features", {}).get("config", {})
+    features = FeatureSettings(
+        fps=resources["dataset"].fps,
+        max_drift_s=float(feature_config.get("max_drift_s", AudioFeaturesConfig().max_drift_s)),
+    )
+    mesh_config = run_config.get("ops", {}).get("nphm_meshes", {}).get("config", {})
+    mesh_mode = mesh_config.get("mode", NphmMeshesConfig().mode)
+    store, encoder = resources["store"].sequences(), resources["audio_encoder"].source()
+    return {s.key for s in candidates if is_sequence_current(s, store, encoder, features, mesh_mode)}
 
 
 def materialize_segments(

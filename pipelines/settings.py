@@ -78,3 +78,22 @@ def ensure_dagster_home() -> Path:
         config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+ENCODER_ENV = "FACETALK_AUDIO_ENCODER"
+
+
+def random_encoder_refusal(data_root: Path, encoder_flag: str | None) -> str | None:
+    """Why ingesting `data_root` with the random demo encoder is refused, or None when it is fine.
+
+    Real speech encoded by random weights gives meaningless features that are then cached and
+    trained on; only the demo dataset (it carries a marker) may use them without being asked."""
+    from storage.layout import is_demo_dataset
+
+    if encoder_flag or os.environ.get(ENCODER_ENV) or is_demo_dataset(data_root):
+        return None
+    return (
+        f"{data_root} is not the demo dataset, and no audio encoder is set: its speech would be encoded by "
+        f"random weights ({default_encoder_path()}). Point at real Wav2Vec2 weights with --encoder PATH or "
+        f"{ENCODER_ENV}=PATH (README, 'Real Wav2Vec2 weights'), or pass --allow-random-encoder to go on anyway."
+    )

@@ -152,3 +152,12 @@ def sequence_folder(root: Path, key: str) -> SequenceFolder:
     if not path.is_dir():
         raise SequenceNotFound(f"sequence {key!r}: no folder {str(path)!r} under the dataset root")
     return SequenceFolder(key, path)
+
+
+DEMO_MARKER = "_meta/demo_dataset.json"  # written by ops.demo.dataset into the roots it generates
+
+
+def is_demo_dataset(root: Path) -> bool:
+    """Whether `root` is a generated demo dataset (its marker, or the `_meta/regions.json` of older ones)."""
+    root = Path(root)
+    return (root / DEMO_MARKER).is_file() or (root / "_meta" / "regions.json").is_file()

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +22,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from storage.atomic import atomic_directory, is_published, recover_interrupted
+from storage.atomic import atomic_directory, completion_marker, is_published, recover_interrupted
 from storage.layout import validate_sequence_key
-from storage.location import StorePath, make_dirs, store_path
+from storage.location import StorePath, is_remote, make_dirs, remove_tree, store_path
 from storage.streaming import GroupWriter
 from storage.zarr_io import open_group_readonly, to_json, write_group, zarr_store
 
@@ -129,3 +132,29 @@ class SequenceStore:
             if all(is_published(entry / c, "zarr.json") for c in components):
                 keys.append(entry.name[: -len(".zarr")])
         return keys
+
+    def remove(self, key: str) -> bool:
+        """Delete one sequence's group; True when there was one.
+
+        Locally the group is first renamed aside (`.<key>.zarr.removing-<id>`, a name no reader
+        lists and `recover_interrupted` does not restore), so readers see it whole or not at all even
+        if the delete is killed; leftovers of a killed removal go with the next one. Object stores
+        have no rename: the completion markers go first, which hides the components from readers.
+        """
+        group = self.group_path(key)
+        if is_remote(group):
+            existed = group.exists()
+            for component in COMPONENTS:
+                completion_marker(group / component).unlink(missing_ok=True)
+            remove_tree(group)
+            return existed
+        existed = group.exists()
+        if existed:
+            os.rename(group, group.parent / f".{group.name}{_REMOVING}{uuid.uuid4().hex[:12]}")
+        if self.sequences_dir.is_dir():
+            for leftover in self.sequences_dir.glob(f".{group.name}{_REMOVING}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        return existed
+
+
+_REMOVING = ".removing-"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
 
-from pipelines.resources import DatasetResource
+from pipelines.resources import DatasetResource, StoreResource
 from pipelines.sensors import MAX_NEW_PER_TICK, sequence_folder_sensor
 from storage.segments import SegmentReader, current_segments_dir
 from tests.builders import write_sequence
@@ -37,8 +37,10 @@ def test_facetalk_ingest_then_dagster_cli_materializes_segments(tmp_path, tiny_e
 
     ingest = subprocess.run([*facetalk, "ingest"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    assert "3 sequences" in ingest.stdout and "[3/3] ID2_SEN01: ok" in ingest.stdout
-    assert "ID..bad_x" in ingest.stdout and "ingested 3 of 3 sequences; 0 failed" in ingest.stdout
+    assert "3 sequences" in ingest.stdout and "[3/3] ID" in ingest.stdout and "ID2_SEN01: ok" in ingest.stdout
+    assert (
+        "ID..bad_x" in ingest.stdout and "3 sequences: 3 ok, 0 unchanged, 0 failed; 1 folders skipped" in ingest.stdout
+    )
 
     config = tmp_path / "segments.yaml"
     config.write_text("ops:\n  training_segments:\n    config:\n      segment_frames: 24\n      stride: 24\n")
@@ -76,7 +78,8 @@ def test_sensor_registers_new_sequences_in_bounded_batches(tmp_path):
     dataset = DatasetResource(root=str(data))
 
     def tick(cursor):
-        context = build_sensor_context(instance=instance, cursor=cursor, resources={"dataset": dataset})
+        resources = {"dataset": dataset, "store": StoreResource(root=str(tmp_path / "store"))}
+        context = build_sensor_context(instance=instance, cursor=cursor, resources=resources)
         result = sequence_folder_sensor(context)
         for request in getattr(result, "dynamic_partitions_requests", None) or []:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

@@ -32,6 +32,7 @@ from tests.builders import write_sequence
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["ID0_SEN01", "ID1_SEN01"]  # 2 x 5 components: enough kill points, cheap runs
+INGEST = ["ingest", "--workers", "1"]  # the kill points are installed in this process, not in pool workers
 N_FRAMES = 48
 
 # Reads one JSON request per line: {"argv", "env", "kill": "point:k" | null, "log"}; forks a child
@@ -224,7 +225,7 @@ def setup(tmp_path_factory, tiny_encoder_dir):
     server = ForkServer(work / "server.log")
     try:
         setup = Setup(server, data, tiny_encoder_dir, work / "reference", work / "ingested_only", work)
-        setup.run(["ingest"], setup.reference, work / "reference_home")
+        setup.run(INGEST, setup.reference, work / "reference_home")
         shutil.copytree(setup.reference, setup.ingested_only)
         setup.run(["segments", "-c", str(work / "stride12.yaml")], setup.reference, work / "reference_home")
         yield setup
@@ -306,14 +307,14 @@ def test_ingest_killed_at_several_points_then_rerun_completes(setup: Setup):
     # mid-array in ID0's 2nd component; ID0's 3rd component written but not renamed; ID1's audio
     # renamed into place but never recorded by Dagster.
     for kill in ("array_created:3", "component_written:2", "component_published:4"):
-        setup.run(["ingest"], store, home, kill=kill)
+        setup.run(INGEST, store, home, kill=kill)
         after = published_components(store, setup.reference)
         assert set(before) <= set(after), f"{kill}: lost {set(before) - set(after)}"
         assert len(after) > len(before), f"{kill}: no progress"
         before = after
     assert len(before) < len(KEYS) * len(COMPONENTS)  # the kills did interrupt the ingestion
 
-    setup.run(["ingest"], store, home)
+    setup.run(INGEST, store, home)
     final = published_components(store, setup.reference)
     assert final == published_components(setup.reference, None)
     assert leftovers(store) == []
@@ -332,13 +333,13 @@ def test_component_replacement_killed_between_renames_keeps_the_old_one(setup: S
     bad.rewrite_npz(bad.frame(data / key / bad.NPHM_EXPRESSIONS, 0, ".npz"), expression=new_code)
     reference = SequenceStore(setup.ingested_only)
 
-    setup.run(["ingest"], store, home, kill="replacing:1", data=data)
+    setup.run(INGEST, store, home, kill="replacing:1", data=data)
     nphm = SequenceStore(store).component_path(key, "nphm")
     assert not nphm.exists() and [p.name for p in nphm.parent.iterdir() if ".old-" in p.name]  # the window was hit
     # A reader puts the old component back: the previous ingestion is intact.
     assert published_components(store, setup.ingested_only) == published_components(setup.ingested_only, None)
 
-    setup.run(["ingest"], store, home, data=data)
+    setup.run(INGEST, store, home, data=data)
     assert leftovers(store) == []
     replaced = SequenceStore(store)
     assert replaced.attrs(key, "nphm")[FINGERPRINT_ATTR] != reference.attrs(key, "nphm")[FINGERPRINT_ATTR]

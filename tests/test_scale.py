@@ -28,13 +28,14 @@ def test_sensor_registers_2000_partitions_and_work_runs_for_some(tmp_path, tiny_
         (data / f"ID{index:04d}_SEN00").mkdir()
     instance = DagsterInstance.ephemeral()
     dataset = DatasetResource(root=str(data))
+    sensor_resources = {"dataset": dataset, "store": StoreResource(root=str(tmp_path / "store"))}
 
     cursor, requested, tick_seconds = None, [], []
     started = time.perf_counter()
     while True:
         tick_start = time.perf_counter()
         result = sequence_folder_sensor(
-            build_sensor_context(instance=instance, cursor=cursor, resources={"dataset": dataset})
+            build_sensor_context(instance=instance, cursor=cursor, resources=sensor_resources)
         )
         tick_seconds.append(time.perf_counter() - tick_start)
         if not getattr(result, "run_requests", None):

@@ -121,7 +121,7 @@ def server(browser, tmp_path_factory, tiny_encoder_dir) -> Iterator[DagsterServe
             check=False,
         )
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-        assert "ingested 3 of 3 sequences; 0 failed" in ingest.stdout
+        assert "3 sequences: 3 ok, 0 unchanged, 0 failed" in ingest.stdout
         _phase("ingest (server starting alongside)", started)
         wait_until_ready(dev, LOCATION, timeout=150)
         _phase("server ready", started)

@@ -8,6 +8,7 @@
     <root>/<ID>_<SEQ>/flame_2023_tracking/flame_meshes/frame_0000.ply per-frame vertices, same faces
     <root>/_meta/regions.json        {"topology", "n_vertices", "lip": [...], "upper_face": [...]}
     <root>/_meta/unseen_audio/*.wav  speech from voices not in the dataset
+    <root>/_meta/demo_dataset.json   marks the root as the demo dataset (storage.layout.is_demo_dataset)
 
 Names: identities `ID00`, `ID01`, ... and sequences `SEN00`, ... (no underscores inside, so the
 identity is the text before the first underscore). Frames are numbered from 0, T = round(seconds
@@ -45,6 +46,7 @@ from ops.demo.topology import (
 )
 from ops.geometry.meshing import extract_mesh
 from ops.tracking.ply import write_ply
+from storage.layout import DEMO_MARKER
 
 _FEATURE_DIM = 768
 _FEATURE_RATE = 50  # Wav2Vec2 CNN frames per second
@@ -113,6 +115,8 @@ def generate_demo_dataset(
         meta.mkdir(parents=True, exist_ok=True)
         regions_path = meta / "regions.json"
         _write_regions(regions_path, topology)
+        # Tells `facetalk ingest` this root may use the random demo encoder (storage.layout.is_demo_dataset).
+        (root / DEMO_MARKER).write_text(json.dumps({"generator": "ops.demo.dataset", "seed": config.seed}) + "\n")
         sequence_dirs: list[Path] = []
         if workers > 1 and config.n_identities > 1:
             context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads

@@ -121,6 +121,37 @@ def _cached(store: SequenceStore, key: str, component: str, fingerprint: InputFi
     return IngestOutcome("cached", store.component_path(key, component), metadata, checks)
 
 
+def audio_fingerprint(seq: SequenceFolder, settings: AudioSettings) -> InputFingerprint:
+    return InputFingerprint.of_files(
+        [seq.audio_file()], seq.path, settings=settings.__dict__, code=CODE_VERSIONS["audio"]
+    )
+
+
+def nphm_fingerprint(seq: SequenceFolder, fps: int) -> InputFingerprint:
+    files = _frame_files(seq.nphm_expressions_dir, ".npz")
+    return InputFingerprint.of_files(files, seq.path, fps=fps, code=CODE_VERSIONS["nphm"])
+
+
+def flame_fingerprint(seq: SequenceFolder, fps: int) -> InputFingerprint | None:
+    """None when the sequence has no FLAME tracking (optional)."""
+    if not seq.flame_dir.is_dir():
+        return None
+    files = [f for f in [seq.flame_template, *_frame_files(seq.flame_meshes_dir, ".ply")] if f.exists()]
+    return InputFingerprint.of_files(files, seq.path, fps=fps, code=CODE_VERSIONS["flame"])
+
+
+def mesh_fingerprint(seq: SequenceFolder, files: list[Path], mode: str) -> InputFingerprint | None:
+    """None without mesh files; content by sampled hashes, since the files are large (see `sampled_hash`)."""
+    if not files:
+        return None
+    names = [str(path.relative_to(seq.path)) for path in files]
+    settings = dict(mode=mode, code=CODE_VERSIONS["nphm_meshes"])
+    return InputFingerprint(
+        lambda: hash_values(stats=stat_signature(files, seq.path), **settings),
+        lambda: hash_values(inputs=list(zip(names, map(sampled_hash, files), strict=True)), **settings),
+    )
+
+
 def _attrs(component: str, fingerprint: InputFingerprint, summary: dict, checks: list[CheckOutcome]) -> dict:
     return {
         **summary,
@@ -153,7 +184,7 @@ def ingest_cleaned_audio(
 ) -> IngestOutcome:
     """Any audio file -> 16 kHz mono float32, DC removed, loudness-normalized (`<seq>.zarr/audio`)."""
     source = seq.audio_file()
-    fingerprint = InputFingerprint.of_files([source], seq.path, settings=settings.__dict__, code=CODE_VERSIONS["audio"])
+    fingerprint = audio_fingerprint(seq, settings)
     if cached := _cached(store, seq.key, "audio", fingerprint):
         return cached
 
@@ -301,8 +332,7 @@ def ingest_nphm_expressions(seq: SequenceFolder, store: SequenceStore, fps: int)
     """Per-frame `.npz` codes -> `<seq>.zarr/nphm`: expression [T, 200] (+ identity [1344], pose)."""
     from ops.tracking.nphm import read_nphm_expressions
 
-    files = _frame_files(seq.nphm_expressions_dir, ".npz")
-    fingerprint = InputFingerprint.of_files(files, seq.path, fps=fps, code=CODE_VERSIONS["nphm"])
+    fingerprint = nphm_fingerprint(seq, fps)
     if cached := _cached(store, seq.key, "nphm", fingerprint):
         return cached
     tracking = read_nphm_expressions(seq.path)
@@ -334,12 +364,9 @@ def ingest_flame_vertices(seq: SequenceFolder, store: SequenceStore, fps: int) -
     Frames are read and written FLAME_BLOCK_FRAMES at a time, so memory does not grow with T."""
     from ops.tracking.flame import open_flame_tracking
 
-    if not seq.flame_dir.is_dir():
+    fingerprint = flame_fingerprint(seq, fps)
+    if fingerprint is None:
         return IngestOutcome("absent", None, {"note": f"no {seq.flame_dir.name}/ folder in {seq.path}"})
-    files = [seq.flame_template, *_frame_files(seq.flame_meshes_dir, ".ply")]
-    fingerprint = InputFingerprint.of_files(
-        [f for f in files if f.exists()], seq.path, fps=fps, code=CODE_VERSIONS["flame"]
-    )
     if cached := _cached(store, seq.key, "flame", fingerprint):
         return cached
     tracking = open_flame_tracking(seq.path)
@@ -376,13 +403,9 @@ def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore, mode: str = "r
     if not seq.nphm_meshes_dir.is_dir():
         return IngestOutcome("absent", None, {"note": f"no NPHM meshes under {seq.nphm_meshes_dir}"})
     frames = list_frames(seq.nphm_meshes_dir, ".ply")
-    files = [path for _, path in frames]
-    names = [str(path.relative_to(seq.path)) for path in files]
-    settings = dict(mode=mode, code=CODE_VERSIONS["nphm_meshes"])
-    fingerprint = InputFingerprint(  # content: sampled hashes, since the files are large (see `sampled_hash`)
-        lambda: hash_values(stats=stat_signature(files, seq.path), **settings),
-        lambda: hash_values(inputs=list(zip(names, map(sampled_hash, files), strict=True)), **settings),
-    )
+    fingerprint = mesh_fingerprint(seq, [path for _, path in frames], mode)
+    if fingerprint is None:
+        return IngestOutcome("absent", None, {"note": f"no NPHM mesh frames in {seq.nphm_meshes_dir}"})
     if cached := _cached(store, seq.key, "nphm_meshes", fingerprint):
         return cached
     with store.component_writer(seq.key, "nphm_meshes") as writer:
@@ -391,3 +414,67 @@ def ingest_nphm_meshes(seq: SequenceFolder, store: SequenceStore, mode: str = "r
         checks = [finite_outcome("mesh_vertices_finite", 0, summary["total_vertices"] * 3, seq.key)]
         writer.attrs.update(_attrs("nphm_meshes", fingerprint, summary, checks))
     return IngestOutcome("materialized", store.component_path(seq.key, "nphm_meshes"), summary, checks)
+
+
+# ---------------------------------------------------------------------------- what is current
+
+
+def stale_components(
+    seq: SequenceFolder,
+    store: SequenceStore,
+    encoder: EncoderSource,
+    features: FeatureSettings,
+    audio: AudioSettings = AudioSettings(),
+    mesh_mode: str = "reference",
+) -> list[str]:
+    """The per-sequence components an ingest run would (re)write; [] when the sequence is current.
+
+    Decided from file stats alone (the quick signatures the components store), so a re-ingest can
+    skip unchanged sequences without starting a run; the ingest functions above build their
+    fingerprints with the same functions. A component whose inputs cannot even be listed
+    (missing audio, a gap in the frames) counts as stale: its run reports the error.
+    """
+    fingerprints: dict[str, Callable[[], InputFingerprint | None]] = {
+        "audio": lambda: audio_fingerprint(seq, audio),
+        "nphm": lambda: nphm_fingerprint(seq, features.fps),
+        "flame": lambda: flame_fingerprint(seq, features.fps),
+        "nphm_meshes": lambda: mesh_fingerprint(seq, _frame_files(seq.nphm_meshes_dir, ".ply"), mesh_mode),
+    }
+    stale = []
+    for component, fingerprint_of in fingerprints.items():
+        try:
+            fingerprint = fingerprint_of()
+        except (OSError, ValueError):
+            stale.append(component)
+            continue
+        if fingerprint is None:  # optional input absent: the asset writes nothing
+            continue
+        attrs = store.attrs(seq.key, component)
+        if attrs is None or attrs.get(QUICK_ATTR) != fingerprint.quick:
+            stale.append(component)
+    if stale or not _features_current(seq, store, encoder, features):
+        stale.append("audio_features")
+    return stale
+
+
+def is_sequence_current(
+    seq: SequenceFolder,
+    store: SequenceStore,
+    encoder: EncoderSource,
+    features: FeatureSettings,
+    mesh_mode: str = "reference",
+) -> bool:
+    return not stale_components(seq, store, encoder, features, mesh_mode=mesh_mode)
+
+
+def _features_current(
+    seq: SequenceFolder, store: SequenceStore, encoder: EncoderSource, settings: FeatureSettings
+) -> bool:
+    audio_attrs, attrs = store.attrs(seq.key, "audio"), store.attrs(seq.key, "audio_features")
+    if audio_attrs is None or attrs is None or not encoder.path.exists():
+        return False
+    duration_s = float(audio_attrs["n_samples"]) / float(audio_attrs["sample_rate"])
+    n_frames, _ = motion_frame_count(store, seq.key, duration_s, settings.fps)
+    settings_used = dict(n_frames=n_frames, settings=settings.__dict__, code=CODE_VERSIONS["audio_features"])
+    expected = hash_values(audio=audio_attrs[FINGERPRINT_ATTR], encoder_stats=encoder.stat_signature, **settings_used)
+    return attrs.get(QUICK_ATTR) == expected

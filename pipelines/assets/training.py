@@ -15,6 +15,23 @@ from pipelines.resources import StoreResource
 from pipelines.settings import PROJECT_ROOT
 from storage.segments import SegmentReader, current_segments_dir
 
+RANDOM_FEATURES_WARNING = (
+    "{n} training sequences have audio features from a RANDOMLY initialised encoder (the demo's): the model "
+    "learned from meaningless features. Set FACETALK_AUDIO_ENCODER to real Wav2Vec2 weights and re-ingest."
+)
+
+
+def random_encoder_sequences(store: StoreResource, keys: list[str]) -> list[str]:
+    """The sequences whose stored `audio_features` were computed by random weights."""
+    sequences = store.sequences()
+    flagged = []
+    for key in keys:
+        attrs = sequences.attrs(key, "audio_features") or {}
+        if attrs.get("encoder_random_weights") or attrs.get("encoder_random_init"):
+            flagged.append(key)
+    return flagged
+
+
 # Training runs one at a time in the `gpu` pool; a retry resumes from the last checkpoint.
 model_asset = asset(
     group_name="training",
@@ -59,9 +76,14 @@ def _train(
     out_dir = store.path / "checkpoints" / name
     result = train(experiment, segments_dir, out_dir, resume=config.resume, progress=context.log.info)
     plot = loss_curve_png(result.loss_history, out_dir / "loss_curve.png", title=f"{name}: loss")
+    random_features = random_encoder_sequences(store, segments_attrs.get("sequences", []))
+    if random_features:
+        context.log.warning(RANDOM_FEATURES_WARNING.format(n=len(random_features)))
     return MaterializeResult(
         metadata={
             "status": "trained",
+            "features_from_random_encoder": bool(random_features),
+            **({"warning": RANDOM_FEATURES_WARNING.format(n=len(random_features))} if random_features else {}),
             "checkpoint": MetadataValue.path(result.model_checkpoint),
             "best_val_loss": result.best_val_loss,
             "last_val_loss": result.last_val_loss,
@@ -84,7 +106,10 @@ def _train(
 
 @model_asset
 def facetalk_model(context: AssetExecutionContext, config: TrainingConfig, store: StoreResource) -> MaterializeResult:
-    """The FaceTalk diffusion model: audio features -> NPHM expression-code sequences."""
+    """The FaceTalk diffusion model: audio features -> NPHM expression-code sequences.
+
+    Metadata `features_from_random_encoder: true` (and a `warning`) when its training features came
+    from the random demo encoder rather than real Wav2Vec2 weights."""
     return _train(context, config, store, "facetalk_model")
 
 
@@ -98,7 +123,10 @@ FLAME_SKIPPED = "skipped: no sequence has FLAME tracking"
 @model_asset
 def flame_model(context: AssetExecutionContext, config: FlameTrainingConfig, store: StoreResource) -> MaterializeResult:
     """The same denoiser over FLAME vertex offsets (PCA-compressed), trained on the segments of the
-    sequences with FLAME tracking; skipped (materialized with that status) when none has it."""
+    sequences with FLAME tracking; skipped (materialized with that status) when none has it.
+
+    Metadata `features_from_random_encoder: true` (and a `warning`) when its training features came
+    from the random demo encoder rather than real Wav2Vec2 weights."""
     segments_dir = current_segments_dir(store.path)
     attrs = SegmentReader(segments_dir, cache_bytes=0).attrs
     if not attrs.get("has_flame", False):
