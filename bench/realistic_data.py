@@ -2,9 +2,9 @@
 
 Sizes follow the FaceTalk release: 24 fps, 16 kHz audio, 200-d expression codes + 1344-d
 identity per frame (`.npz`), FLAME meshes of 5,023 vertices, and NPHM meshes of ~157k vertices
-/ ~314k faces per frame whose topology changes from frame to frame (as marching cubes does).
-The meshes are smooth closed surfaces (a deformed sphere grid), so compression and quantization
-behave as on real scans rather than on noise.
+/ ~314k faces per frame whose topology changes from frame to frame: real marching-cubes meshes
+of the analytic head (ops.demo.meshes), so compression and quantization behave as on NPHM
+output rather than on noise. FLAME frames are a smooth 5,023-vertex surface.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from ops.demo.meshes import write_nphm_mesh_frames
 from ops.tracking.flame import FLAME_MESHES_DIR, FLAME_TEMPLATE
 from ops.tracking.nphm import NPHM_EXPRESSIONS_DIR, NPHM_MESHES_DIR
 from ops.tracking.ply import write_ply
@@ -45,7 +46,7 @@ def _sphere_grid(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def head_mesh(n_vertices: int, frame: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One frame's head-sized surface (~0.25 units across) with `n_vertices` +- a few rows."""
+    """A head-sized smooth surface (~0.25 units across) of about `n_vertices` vertices."""
     cols = max(8, int(round(np.sqrt(n_vertices / 2))))
     rows = max(4, n_vertices // cols + int(rng.integers(-2, 3)))  # topology changes per frame
     directions, faces = _sphere_grid(rows, cols)
@@ -92,10 +93,7 @@ def write_realistic_sequence(
             offsets = 0.002 * np.sin(frame / FPS * 6.0 + template * 40.0)
             write_ply(seq / FLAME_MESHES_DIR / f"frame_{frame}.ply", template + offsets, faces)
     if mesh_vertices:
-        (seq / NPHM_MESHES_DIR).mkdir(parents=True, exist_ok=True)
-        for frame in range(n_frames):
-            vertices, faces = head_mesh(mesh_vertices, frame, rng)
-            write_ply(seq / NPHM_MESHES_DIR / f"frame_{frame}.ply", vertices, faces)
+        write_nphm_mesh_frames(seq / NPHM_MESHES_DIR, n_frames, mesh_vertices, fps=FPS, seed=seed)
     return seq
 
 
