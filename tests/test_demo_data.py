@@ -35,7 +35,12 @@ def read_wav(path: Path) -> tuple[np.ndarray, int, int]:
 def test_layout_is_exactly_the_published_one(dataset):
     root, summary, messages = dataset
     T = CONFIG.n_frames
-    expected = {"_meta/regions.json", "_meta/unseen_audio/unseen_00.wav", "_meta/unseen_audio/unseen_01.wav"}
+    expected = {
+        "_meta/regions.json",
+        "_meta/demo_dataset.json",
+        "_meta/unseen_audio/unseen_00.wav",
+        "_meta/unseen_audio/unseen_01.wav",
+    }
     names = [f"ID{i:02d}_SEN{j:02d}" for i in range(3) for j in range(2)]
     for name in names:
         expected |= {f"{name}/audio/cleaned_audio.wav", f"{name}/audio/wave2vec_audio_feats.pkl",
