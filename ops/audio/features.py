@@ -1,9 +1,10 @@
 """Frame-aligned audio features: one frozen-Wav2Vec2 vector per motion frame.
 
-Recordings up to `FeatureWindows.direct_max_s` (30 s) go through the encoder in one pass, exactly as
-FaceFormer does. Longer ones are encoded in windows so memory stays bounded (the base model's first
-conv layer alone holds 512 x n/5 floats, about 0.2 GB per 30 s, and attention grows with the square
-of the frame count): the global frame grid is kept, each window encodes `core_s` of frames plus
+Recordings up to `FeatureWindows.direct_max_s` (12 s: a FaceTalk sequence is ~10 s) go through the
+encoder in one pass, exactly as FaceFormer does. Longer ones are encoded in windows of the same
+size, so peak memory does not grow with the recording's length (the base model's first conv layer
+alone holds 512 x n/5 floats, about 0.2 GB per 30 s, and attention grows with the square of the
+frame count; bench.scale measures the whole ingest at 10 s and 60 s): the global frame grid is kept, each window encodes `core_s` of frames plus
 `context_s` of neighbouring frames on each side, and only the core frames are kept. Results then
 differ slightly from a single pass (the CNN's group norm and the attention see one window), mostly
 at window seams. Tested on CPU up to 20 minutes, the cleaning limit (28776 frames, 60 windows).
@@ -32,9 +33,9 @@ ProgressCallback = Callable[[int, int], None]  # (windows done, windows total)
 
 @dataclass(frozen=True)
 class FeatureWindows:
-    direct_max_s: float = 30.0  # encode in one pass up to this duration
-    core_s: float = 20.0  # frames each window contributes
-    context_s: float = 5.0  # extra frames each side that the window sees but discards
+    direct_max_s: float = 12.0  # encode in one pass up to this duration
+    core_s: float = 8.0  # frames each window contributes
+    context_s: float = 2.0  # extra frames each side that the window sees but discards (window: 12 s)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ QUICK_ATTR = "input_stats"  # the stat signature the fingerprint was made with
 # Bump a component's version when the code that makes it changes what it writes.
 CODE_VERSIONS = {
     "audio": "audio-1",
-    "audio_features": "audio-features-1",
+    "audio_features": "audio-features-2",  # 2: 12 s windows beyond 12 s of audio
     "nphm": "nphm-1",
     "flame": "flame-1",
     "nphm_meshes": "nphm-meshes-2",
