@@ -140,6 +140,11 @@ def _mirrored_checkpoint(mirror: FileMirror | None, **kwargs: Any):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     class MirroredCheckpoint(ModelCheckpoint):
+        @property
+        def state_key(self) -> str:
+            # A plain ModelCheckpoint's key: its state (best score) resumes from older checkpoints too.
+            return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
         def on_validation_end(self, trainer, pl_module) -> None:
             super().on_validation_end(trainer, pl_module)
             if mirror is not None:
