@@ -10,7 +10,9 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_VARIANT ?= cpu
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_VARIANT)
-APT_PACKAGES := ffmpeg sox espeak-ng libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 python3-venv chromium
+# postgresql: the server binaries for tests/test_postgres_instance.py (started on loopback by the test;
+# the package's own cluster service is not needed).
+APT_PACKAGES := ffmpeg sox espeak-ng libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 python3-venv chromium postgresql
 PORT ?= 3000
 BIN := $(VENV)/bin
 export FACETALK_HOME ?= $(CURDIR)/var
@@ -25,6 +27,7 @@ system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="yes"; \
 	command -v chromium >/dev/null || missing="yes"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="yes"; \
 	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="yes"; \
 	[ -e /usr/lib/x86_64-linux-gnu/libEGL_mesa.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libEGL_mesa.so.0 ] || missing="yes"; \
 	if [ -n "$$missing" ]; then \
@@ -61,7 +64,7 @@ lint: install
 
 ui: install
 	@echo "Dagster UI on http://127.0.0.1:$(PORT) (instance: $(DAGSTER_HOME))"
-	@mkdir -p $(DAGSTER_HOME); [ -f $(DAGSTER_HOME)/dagster.yaml ] || $(BIN)/python -c "from pipelines.settings import ensure_dagster_home; ensure_dagster_home()"
+	@$(BIN)/python -c "from pipelines.settings import ensure_dagster_home; ensure_dagster_home()"
 	(trap - INT TERM; exec $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT))
 
 bench: install

@@ -10,16 +10,23 @@ Layout of `out_dir`:
 `resume=True` continues from the newest `last.ckpt` under runs/ (finished or crashed), so the
 global step, optimiser and EMA carry on; a checkpoint from a config with different shapes is
 refused with the differing fields named.
+
+`out_dir` may be on an object store (`s3://...`, see `storage.location`): Lightning then writes the
+run into a local staging directory, and every validation (when the checkpoints are saved) uploads
+what changed, so a remote `last.ckpt` is at most one validation interval old; `resume=True`
+downloads the newest one. The published `model.ckpt` and `training_result.json` are single
+objects, each written by one PUT, the model first and the result last, as locally.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
-import shutil
 import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -36,7 +43,9 @@ from models.checkpoint import (
     read_checkpoint,
 )
 from models.config import ExperimentConfig, as_config, save_config
-from storage.atomic import atomic_file
+from storage.atomic import atomic_write_bytes
+from storage.location import StorePath, is_remote, store_path
+from storage.transfer import FileMirror, download_file, modified_time, upload_file
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +84,17 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    candidates = list((Path(out_dir) / "runs").glob("*/checkpoints/last.ckpt"))
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+def latest_checkpoint(out_dir: str | Path | StorePath) -> StorePath | None:
+    """The newest `runs/*/checkpoints/last.ckpt` under `out_dir` (local or remote), or None."""
+    runs = store_path(out_dir) / "runs"
+    if not runs.exists():
+        return None
+    candidates = list(runs.glob("*/checkpoints/last.ckpt"))
+    return max(candidates, key=modified_time) if candidates else None
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    with atomic_file(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def _atomic_write_json(data: dict[str, Any], dst: Path) -> None:
-    with atomic_file(dst) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
+def _atomic_write_json(data: dict[str, Any], dst: Path | StorePath) -> None:
+    atomic_write_bytes(dst, json.dumps(data, indent=2).encode())
 
 
 def _make_history_callback(
@@ -126,16 +133,53 @@ def _make_history_callback(
     return LossHistory()
 
 
+def _mirrored_checkpoint(mirror: FileMirror | None, **kwargs: Any):
+    """Lightning's ModelCheckpoint, uploading the run directory after each save when it is remote.
+
+    A callback of its own would not do: Lightning runs checkpoint callbacks after all others."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class MirroredCheckpoint(ModelCheckpoint):
+        @property
+        def state_key(self) -> str:
+            # A plain ModelCheckpoint's key: its state (best score) resumes from older checkpoints too.
+            return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            super().on_validation_end(trainer, pl_module)
+            if mirror is not None:
+                mirror.sync()
+
+    return MirroredCheckpoint(**kwargs)
+
+
 def train(
     config: ExperimentConfig | str | Path,
-    segments_dir: str | Path,
-    out_dir: str | Path,
+    segments_dir: str | Path | StorePath,
+    out_dir: str | Path | StorePath,
     resume: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train (or continue training) and publish the best checkpoint as `out_dir/model.ckpt`."""
+    """Train (or continue training) and publish the best checkpoint as `out_dir/model.ckpt`.
+
+    `out_dir` is a local directory or a store URL (`s3://...`); see the module docstring."""
+    out_dir = store_path(out_dir)
+    if not is_remote(out_dir):
+        return _train(config, segments_dir, out_dir, Path(out_dir), resume, progress)
+    with tempfile.TemporaryDirectory(prefix="facetalk-train-") as work:
+        return _train(config, segments_dir, out_dir, Path(work), resume, progress)
+
+
+def _train(
+    config: ExperimentConfig | str | Path,
+    segments_dir: str | Path | StorePath,
+    out_dir: StorePath,
+    work: Path,
+    resume: bool,
+    progress: Callable[[str], None] | None,
+) -> TrainResult:
+    """`train` with Lightning writing under the local directory `work` (`out_dir` itself when local)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from models.data import SegmentDataModule
@@ -143,7 +187,6 @@ def train(
 
     say = progress or log.info
     config = as_config(config)
-    out_dir = Path(out_dir)
     t = config.train
 
     data = SegmentDataModule(segments_dir, config)
@@ -155,8 +198,10 @@ def train(
     resume_from = latest_checkpoint(out_dir) if resume else None
     previous_history: dict[str, list] = {}
     resumed_step = 0
+    resume_local = None  # the file Lightning resumes from: a download when the store is remote
     if resume_from is not None:
-        ckpt = read_checkpoint(resume_from)
+        resume_local = resume_from if not is_remote(resume_from) else download_file(resume_from, work / "resume.ckpt")
+        ckpt = read_checkpoint(resume_local)
         try:  # an output directory holds one architecture, finished or not
             check_compatible(ckpt, config, resume_from)
         except IncompatibleCheckpointError as err:
@@ -167,7 +212,7 @@ def train(
         if resumed_step >= t.max_steps:
             # That run finished: a retrain (new data, same config) starts over rather than doing nothing.
             say(f"{resume_from} already reached step {resumed_step} >= max_steps {t.max_steps}; starting a new run")
-            resume_from, resumed_step = None, 0
+            resume_from, resume_local, resumed_step = None, None, 0
     if resume_from is not None:
         history_file = resume_from.parent.parent / "history.json"
         if history_file.is_file():
@@ -181,11 +226,14 @@ def train(
     module = MotionDiffusionModule(config.to_dict(), meta)
     module.set_data_statistics(data.mean, data.std, data.basis)
 
-    run_dir = out_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    save_config(config, run_dir / "config.yaml")
-    checkpointing = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
+    run_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_dir, local_run = out_dir / "runs" / run_name, work / "runs" / run_name  # the same when local
+    (local_run / "checkpoints").mkdir(parents=True)
+    save_config(config, local_run / "config.yaml")
+    mirror = FileMirror(local_run, run_dir) if is_remote(out_dir) else None
+    checkpointing = _mirrored_checkpoint(
+        mirror,
+        dirpath=local_run / "checkpoints",
         filename="best",
         monitor="val_loss",
         mode="min",
@@ -194,10 +242,10 @@ def train(
         save_on_train_epoch_end=False,
         enable_version_counter=False,
     )
-    history = _make_history_callback(config, run_dir / "history.json", previous_history, say)
-    loggers = [CSVLogger(run_dir / "logs", name="csv", version=0)]
+    history = _make_history_callback(config, local_run / "history.json", previous_history, say)
+    loggers = [CSVLogger(local_run / "logs", name="csv", version=0)]
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        loggers.append(TensorBoardLogger(run_dir / "logs", name="tensorboard", version=0))
+        loggers.append(TensorBoardLogger(local_run / "logs", name="tensorboard", version=0))
     precision = resolve_precision(t.precision, t.accelerator)
     trainer = L.Trainer(
         accelerator=t.accelerator,
@@ -214,7 +262,7 @@ def train(
         logger=loggers,
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
-        default_root_dir=run_dir,
+        default_root_dir=local_run,
     )
     say(f"training on {trainer.strategy.root_device} with precision {precision}, run dir {run_dir}")
     threads_before = torch.get_num_threads()
@@ -226,9 +274,12 @@ def train(
             # Expected here: resuming writes into a fresh run dir; tiny stores have short epochs.
             warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-            trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume_local) if resume_local else None)
     finally:
         torch.set_num_threads(threads_before)
+        if mirror is not None:  # a crashed run's last.ckpt too: the retry resumes from it
+            with contextlib.suppress(Exception):
+                mirror.sync()
     wall = time.perf_counter() - t0
     if trainer.interrupted:
         raise RuntimeError(
@@ -236,9 +287,9 @@ def train(
         )
 
     best = Path(checkpointing.best_model_path) if checkpointing.best_model_path else None
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = local_run / "checkpoints" / "last.ckpt"
     last = last if last.is_file() else None
-    publish_source = best or last or resume_from
+    publish_source = best or last or resume_local
     if publish_source is None:
         raise RuntimeError(
             f"training produced no checkpoint in {run_dir} (max_steps {t.max_steps}, val_every {t.val_every})"
@@ -256,8 +307,8 @@ def train(
         device=str(trainer.strategy.root_device),
         precision=precision,
         run_dir=str(run_dir),
-        best_checkpoint=str(best) if best else None,
-        last_checkpoint=str(last) if last else None,
+        best_checkpoint=str(run_dir / "checkpoints" / best.name) if best else None,
+        last_checkpoint=str(run_dir / "checkpoints" / last.name) if last else None,
         model_checkpoint=str(out_dir / MODEL_FILE),
         resumed_from=str(resume_from) if resume_from else None,
         n_train_segments=summary.n_train,
@@ -266,10 +317,12 @@ def train(
         segments_version=summary.path.name,
         loss_history=history.history,
     )
-    _atomic_write_json(history.history, run_dir / "history.json")
-    _atomic_write_json(result.to_dict(), run_dir / "result.json")
+    _atomic_write_json(history.history, local_run / "history.json")
+    if mirror is not None:
+        mirror.sync()
+    _atomic_write_json(result.to_dict(), run_dir / "result.json")  # marks the run finished, so after the rest
     # Publish last, and only now: until here a previous model.ckpt stays as it was.
-    _atomic_copy(publish_source, out_dir / MODEL_FILE)
+    upload_file(publish_source, out_dir / MODEL_FILE)
     _atomic_write_json(result.to_dict(), out_dir / RESULT_FILE)
     say(
         f"done: {result.steps} steps in {wall:.1f} s, best val_loss {result.best_val_loss}, published {out_dir / MODEL_FILE}"

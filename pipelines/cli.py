@@ -155,13 +155,35 @@ def _metadata_value(result, asset: str, key: str):
 
 
 def _animate(args: argparse.Namespace) -> int:
+    from pipelines import settings
+    from storage.location import is_remote, store_path
+    from storage.transfer import local_copy
+
+    checkpoint = (
+        store_path(args.checkpoint)
+        if args.checkpoint
+        else settings.store_root() / "checkpoints" / "facetalk_model" / "model.ckpt"
+    )
+    if "://" in str(args.out) and not str(args.out).startswith("file://"):
+        print(
+            f"facetalk animate: error: --out must be a local path (ffmpeg writes it), got {args.out!r}", file=sys.stderr
+        )
+        return 2
+    if is_remote(checkpoint):
+        if not checkpoint.is_file():
+            print(f"facetalk animate: error: checkpoint not found: {str(checkpoint)!r}", file=sys.stderr)
+            return 2
+        print(f"downloading {checkpoint} ...")
+    with local_copy(checkpoint) as local_checkpoint:
+        return _animate_with(args, local_checkpoint, settings)
+
+
+def _animate_with(args: argparse.Namespace, checkpoint: Path, settings) -> int:
     from models.audio_encoder import AudioEncoderLoadError
     from models.checkpoint import CheckpointError
     from ops.animate import AnimationError, animate_audio
     from ops.audio.cleaning import AudioError
-    from pipelines import settings
 
-    checkpoint = args.checkpoint or settings.store_root() / "checkpoints" / "facetalk_model" / "model.ckpt"
     identity = None
     if args.identity:
         import numpy as np

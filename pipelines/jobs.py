@@ -1,5 +1,7 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
+from pipelines.k8s_pods import gpu_tags
+
 # Every per-sequence asset of one partition, in dependency order, in ONE process: the multiprocess
 # executor would start a process per step and reload (and re-hash) the audio encoder in each.
 ingest_sequence_job = define_asset_job(
@@ -19,4 +21,5 @@ retrain_job = define_asset_job(
     "retrain",
     selection=AssetSelection.groups("training", "evaluation"),
     description="training_segments -> facetalk_model + flame_model -> evaluation.",
+    tags=gpu_tags(),  # K8sRunLauncher: the run's pod (all of its steps) goes to a GPU node
 )

@@ -7,7 +7,7 @@ from dagster import ConfigurableResource
 from ops.tracking.ingest import EncoderSource
 from pipelines import settings
 from storage.layout import DatasetScan, SequenceFolder, scan_dataset, sequence_folder
-from storage.location import StorePath, store_path
+from storage.location import StorePath, require_local, store_path
 from storage.sequence_store import SequenceStore
 
 
@@ -23,7 +23,8 @@ class DatasetResource(ConfigurableResource):
 
     @property
     def path(self) -> Path:
-        return Path(self.root).expanduser()
+        # Tracking files are read by local libraries (PLY readers, soundfile); mount the data instead.
+        return require_local(self.root, "the dataset root (FACETALK_DATA_ROOT, DatasetResource.root)")
 
     def scan(self) -> DatasetScan:
         return scan_dataset(self.path)
@@ -87,7 +88,7 @@ def default_resources(
     fps = fps or settings.dataset_fps()
     return {
         "dataset": DatasetResource(
-            root=str(Path(data_root).expanduser() if data_root else settings.data_root()),
+            root=str(require_local(data_root, "the dataset root") if data_root else settings.data_root()),
             **({"fps": fps} if fps else {}),
         ),
         # Taken as written when it is a URL: Path() would fold `s3://` into `s3:/`.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from storage.location import StorePath, store_path
+from storage.location import StorePath, require_local, store_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def default_encoder_path() -> Path:
 
 def data_root() -> Path:
     """The dataset root in the published FaceTalk layout (`FACETALK_DATA_ROOT`)."""
-    return Path(os.environ.get("FACETALK_DATA_ROOT", default_data_root())).expanduser()
+    return require_local(os.environ.get("FACETALK_DATA_ROOT") or default_data_root(), "FACETALK_DATA_ROOT")
 
 
 def store_root() -> StorePath:
@@ -56,26 +56,21 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", facetalk_home() / "dagster_home")).expanduser()
 
 
-INSTANCE_YAML = """\
-# Written by facetalk for a local Dagster instance.
-# Training steps run in the `gpu` pool; one at a time on this instance.
-concurrency:
-  pools:
-    default_limit: 1
-  runs:
-    max_concurrent_runs: 4
-telemetry:
-  enabled: false
-"""
-
-
 def ensure_dagster_home() -> Path:
-    """Point DAGSTER_HOME at a persistent instance (created with the project's settings if new)."""
+    """Point DAGSTER_HOME at a persistent instance whose `dagster.yaml` follows the settings.
+
+    The yaml comes from `pipelines.instance_config` (FACETALK_INSTANCE: sqlite or postgres). A file
+    facetalk wrote is rewritten when the settings change; a file without its marker line is the
+    user's and stays as it is."""
+    from pipelines.instance_config import instance_yaml, is_ours
+
     home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(INSTANCE_YAML)
+    wanted = instance_yaml()  # raises on unusable settings, before anything starts
+    current = config.read_text() if config.exists() else None
+    if current is None or (is_ours(current) and current != wanted):
+        config.write_text(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

@@ -48,6 +48,14 @@ def store_path(root: str | os.PathLike | StorePath) -> StorePath:
     return UPath(text, **store_options(protocol))
 
 
+def require_local(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a local Path, or a one-line StoreLocationError saying that `what` cannot be a URL."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) and not is_remote(path) else str(path)
+    if "://" in text and not text.startswith("file://"):
+        raise StoreLocationError(f"{what} must be a local path (or a mounted filesystem), not a URL: {text!r}")
+    return Path(text.removeprefix("file://")).expanduser()
+
+
 def store_options(protocol: str) -> dict[str, Any]:
     """fsspec options for a store on `protocol`, from the environment (see the module docstring)."""
     # A process-wide listings cache would go stale when another process (or zarr's own

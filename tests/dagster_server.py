@@ -239,6 +239,29 @@ def launch_asset_run(
     return result["run"]["runId"]
 
 
+def launch_job_run(
+    server: DagsterServer,
+    job: str,
+    tags: Mapping[str, str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    location: str = "facetalk",
+    repository: str = "__repository__",
+) -> str:
+    """Submit a run of `job` (a partition through the `dagster/partition` tag), as the UI's Launchpad
+    does: with the queued run coordinator it waits in the queue until the daemon starts it."""
+    params = {
+        "selector": {"repositoryLocationName": location, "repositoryName": repository, "jobName": job},
+        "runConfigData": dict(run_config or {}),
+        "mode": "default",
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
+    result = graphql(server, LAUNCH_RUN_MUTATION, {"executionParams": params})["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        details = result.get("errors") or result.get("message")
+        raise DagsterServerError(f"launchRun of {job} returned {result['__typename']}: {details}")
+    return result["run"]["runId"]
+
+
 ASSET_NODES_QUERY = """
 query AssetNodes {
   assetNodes { assetKey { path } groupName isPartitioned }

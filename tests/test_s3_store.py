@@ -9,11 +9,8 @@ for data, and a re-run must complete.
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -43,60 +40,6 @@ from tests.builders import write_sequence
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["ID0_SEN01", "ID1_SEN01", "ID2_SEN01"]  # three identities: train, val and test get one each
 SEGMENTS = {"segment_frames": 24, "stride": 12}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    """moto's S3 server in a subprocess on 127.0.0.1; stopped by its PID at the end."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "w") as handle:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start:\n{log.read_text()[-2000:]}") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-@pytest.fixture
-def s3_root(s3_endpoint, monkeypatch) -> str:
-    """`s3://<fresh bucket>/store`, with the endpoint and dummy credentials in the environment."""
-    import fsspec
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", OPTIONS_ENV):
-        monkeypatch.delenv(name, raising=False)
-    bucket = f"facetalk-{uuid.uuid4().hex[:12]}"
-    fsspec.filesystem("s3", endpoint_url=s3_endpoint).mkdir(bucket)
-    return f"s3://{bucket}/store"
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, build_sensor_context, materialize
 
 from pipelines.assets.ingestion import per_sequence_assets
+from pipelines.instance_config import instance_yaml
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.sensors import MAX_NEW_PER_TICK, sequence_folder_sensor
-from pipelines.settings import INSTANCE_YAML
 from tests.builders import write_sequence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_gpu_pool_runs_training_one_at_a_time(tmp_path, tiny_encoder_dir):
         write_sequence(data, f"ID{identity}_SEN01", n_frames=96, seed=identity, nphm_meshes=False)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML)  # the instance config the project ships
+    (home / "dagster.yaml").write_text(instance_yaml())  # the instance config the project ships
     DagsterInstance.from_config(str(home))  # create the schema before two processes share it
     env = dict(
         os.environ,

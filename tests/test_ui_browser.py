@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.settings import INSTANCE_YAML
+from pipelines.instance_config import instance_yaml
 from tests.builders import write_sequence
 from tests.dagster_server import (
     DagsterServer,
@@ -96,7 +96,7 @@ def server(browser, tmp_path_factory, tiny_encoder_dir) -> Iterator[DagsterServe
         write_sequence(data, f"ID{identity}_SEN01", n_frames=N_FRAMES, seed=identity, nphm_meshes=False)
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text(INSTANCE_YAML)  # what `facetalk ingest` and `make ui` write
+    (dagster_home / "dagster.yaml").write_text(instance_yaml())  # what `facetalk ingest` and `make ui` write
     mark_community_prompt_seen(dagster_home)
     env = {
         **os.environ,

@@ -17,7 +17,9 @@ from ops.evaluation.plots import png_markdown
 from pipelines.assets.training import facetalk_model, flame_model
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from storage.atomic import atomic_write_bytes
+from storage.location import StorePath, is_remote
 from storage.segments import SegmentReader, current_segments_dir
+from storage.transfer import local_copy, staged_directory
 
 BASELINE_CHECK = "model_beats_audio_free_baseline"
 
@@ -31,8 +33,16 @@ class EvaluationConfig(Config):
     regions_path: str = ""  # lip / upper-face vertex sets, mouth code dims; default <data root>/_meta/regions.json
 
 
-def _checkpoint(store: StoreResource, name: str) -> Path:
+def _checkpoint(store: StoreResource, name: str) -> StorePath:
     return store.path / "checkpoints" / name / "model.ckpt"
+
+
+def _load_model(store: StoreResource, name: str):
+    """The published model `name`, read from the store (through a temporary download when remote)."""
+    from models.checkpoint import load_motion_model
+
+    with local_copy(_checkpoint(store, name)) as path:
+        return load_motion_model(path)
 
 
 def metrics_markdown(tables: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -58,7 +68,6 @@ def evaluation_metrics(
     context: AssetExecutionContext, config: EvaluationConfig, store: StoreResource, dataset: DatasetResource
 ) -> MaterializeResult:
     """Both models and the audio-free baselines on the test identities; blocks when the model is not better."""
-    from models.checkpoint import load_motion_model
     from ops.evaluation.evaluate import (
         better_than_baseline,
         evaluate_flame_model,
@@ -78,7 +87,7 @@ def evaluation_metrics(
         )
     tables = {
         "nphm": evaluate_nphm_model(
-            load_motion_model(_checkpoint(store, "facetalk_model")), reader, store.sequences(), split=config.split,
+            _load_model(store, "facetalk_model"), reader, store.sequences(), split=config.split,
             regions=code_regions, n_samples=config.n_samples, steps=config.steps, seed=config.seed,
             max_sequences=max_sequences, progress=context.log.info,
         )
@@ -91,7 +100,7 @@ def evaluation_metrics(
         notes.append(f"no lip/upper-face vertex sets at {regions_path}: FLAME metrics skipped (set regions_path)")
     else:
         tables["flame"] = evaluate_flame_model(
-            load_motion_model(_checkpoint(store, "flame_model")), reader, read_regions(regions_path), split=config.split,
+            _load_model(store, "flame_model"), reader, read_regions(regions_path), split=config.split,
             n_samples=config.n_samples, steps=config.steps, seed=config.seed, progress=context.log.info,
         )  # fmt: skip
     for note in notes:
@@ -138,33 +147,39 @@ def evaluation_renders(
     audio_encoder: AudioEncoderResource,
 ) -> MaterializeResult:
     """MP4s with audio: held-out sequences beside their ground truth, and unseen audio files."""
-    from models.checkpoint import load_motion_model
     from ops.evaluation.evaluate import render_evaluation_videos
 
     unseen = config.unseen_audio or sorted(str(p) for p in (dataset.path / "_meta" / "unseen_audio").glob("*.wav"))
-    renders = render_evaluation_videos(
-        load_motion_model(_checkpoint(store, "facetalk_model")),
-        SegmentReader(current_segments_dir(store.path)),
-        store.sequences(),
-        store.path / "renders",
-        dataset_root=dataset.path,  # nphm_meshes stored by reference are read from there
-        n_sequences=config.n_sequences,
-        unseen_audio=unseen,
-        encoder_path=audio_encoder.source().path,
-        head=config.head,
-        nphm_checkpoint=config.nphm_checkpoint or None,
-        resolution=config.resolution,
-        video_size=config.video_size,
-        max_seconds=config.max_seconds,
-        steps=config.steps,
-        progress=context.log.info,
-    )
-    metadata = {
-        "videos": MetadataValue.json([str(v) for v in renders.videos]),
-        "first_video": MetadataValue.path(str(renders.videos[0])) if renders.videos else "",
-        "seconds": round(renders.seconds, 1),
-        "notes": MetadataValue.json(renders.notes),
-    }
-    if renders.preview_png is not None:
-        metadata["preview"] = MetadataValue.md(png_markdown(renders.preview_png, "first frame"))
+    final = store.path / "renders"
+    # ffmpeg writes local files: on an object store they are rendered into a staging directory
+    # and published as a whole (completion marker last) when every video is done.
+    with staged_directory(final) as out_dir:
+        renders = render_evaluation_videos(
+            _load_model(store, "facetalk_model"),
+            SegmentReader(current_segments_dir(store.path)),
+            store.sequences(),
+            out_dir,
+            dataset_root=dataset.path,  # nphm_meshes stored by reference are read from there
+            n_sequences=config.n_sequences,
+            unseen_audio=unseen,
+            encoder_path=audio_encoder.source().path,
+            head=config.head,
+            nphm_checkpoint=config.nphm_checkpoint or None,
+            resolution=config.resolution,
+            video_size=config.video_size,
+            max_seconds=config.max_seconds,
+            steps=config.steps,
+            progress=context.log.info,
+        )
+        videos = [
+            str(final / v.relative_to(out_dir).as_posix()) if is_remote(final) else str(v) for v in renders.videos
+        ]
+        metadata = {
+            "videos": MetadataValue.json(videos),
+            "first_video": MetadataValue.path(videos[0]) if videos else "",
+            "seconds": round(renders.seconds, 1),
+            "notes": MetadataValue.json(renders.notes),
+        }
+        if renders.preview_png is not None:
+            metadata["preview"] = MetadataValue.md(png_markdown(renders.preview_png, "first frame"))
     return MaterializeResult(metadata=metadata)

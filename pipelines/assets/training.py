@@ -5,15 +5,18 @@ in-process; they run in the `gpu` pool (one at a time per instance) and resume f
 last checkpoint of an interrupted run when retried.
 """
 
+import tempfile
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
 from ops.evaluation.plots import loss_curve_png, png_markdown
 from pipelines.assets.segments import training_segments
+from pipelines.k8s_pods import gpu_tags
 from pipelines.resources import StoreResource
 from pipelines.settings import PROJECT_ROOT
 from storage.segments import SegmentReader, current_segments_dir
+from storage.transfer import upload_file
 
 RANDOM_FEATURES_WARNING = (
     "{n} training sequences have audio features from a RANDOMLY initialised encoder (the demo's): the model "
@@ -32,11 +35,13 @@ def random_encoder_sequences(store: StoreResource, keys: list[str]) -> list[str]
     return flagged
 
 
-# Training runs one at a time in the `gpu` pool; a retry resumes from the last checkpoint.
+# Training runs one at a time in the `gpu` pool; a retry resumes from the last checkpoint. On
+# Kubernetes with the step-per-pod executor, each training step's pod asks for a GPU node.
 model_asset = asset(
     group_name="training",
     deps=[training_segments],
     pool="gpu",
+    op_tags=gpu_tags(),
     retry_policy=RetryPolicy(max_retries=1, delay=5),
     kinds={"pytorch"},
 )
@@ -75,7 +80,10 @@ def _train(
     experiment = experiment.replace(train=train_overrides, model={"audio_dim": audio_dim})
     out_dir = store.path / "checkpoints" / name
     result = train(experiment, segments_dir, out_dir, resume=config.resume, progress=context.log.info)
-    plot = loss_curve_png(result.loss_history, out_dir / "loss_curve.png", title=f"{name}: loss")
+    with tempfile.TemporaryDirectory(prefix="facetalk-plot-") as tmp:  # matplotlib writes local files
+        plot = loss_curve_png(result.loss_history, Path(tmp) / "loss_curve.png", title=f"{name}: loss")
+        loss_curve = png_markdown(plot, f"{name} loss curve")
+        upload_file(plot, out_dir / "loss_curve.png")
     random_features = random_encoder_sequences(store, segments_attrs.get("sequences", []))
     if random_features:
         context.log.warning(RANDOM_FEATURES_WARNING.format(n=len(random_features)))
@@ -99,7 +107,7 @@ def _train(
             "val_segments": result.n_val_segments,
             "segments_version": segments_attrs.get("version", ""),
             "data_state": segments_attrs.get("data_state", ""),
-            "loss_curve": MetadataValue.md(png_markdown(plot, f"{name} loss curve")),
+            "loss_curve": MetadataValue.md(loss_curve),
         }
     )
 
