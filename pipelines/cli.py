@@ -135,6 +135,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("training segments -> facetalk_model + flame_model -> evaluation_metrics + evaluation_renders ...")
     result = materialize_retrain(instance, resources)
     _print_materializations(result)
+    _print_quality_gate(result)
     if not result.success:
         for line in failure_messages(result):
             print(f"FAILED {line}", file=sys.stderr)
@@ -207,7 +208,24 @@ def _print_materializations(result) -> None:
         materialization = event.event_specific_data.materialization
         print(f"materialized {materialization.asset_key.to_user_string()}:")
         for key, value in materialization.metadata.items():
-            print(f"    {key}: {getattr(value, 'value', value)}")
+            raw = getattr(value, "value", value)
+            text = str(raw)
+            if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
+                text = "\n".join(raw)  # e.g. the evaluation's notes: one per line
+            if "data:image/" in text:  # inline pictures are for the UI, not the console
+                text = "(image; see the asset page in the Dagster UI)"
+            elif "\n" in text:
+                text = "\n" + "\n".join(f"      {line}" for line in text.splitlines())
+            print(f"    {key}: {text}")
+
+
+def _print_quality_gate(result) -> None:
+    """The evaluation's blocking check, spelled out: which lip metric lost to which baseline, by how much."""
+    for evaluation in result.get_asset_check_evaluations():
+        verdict = "passed" if evaluation.passed else "FAILED"
+        print(f"quality gate {evaluation.check_name} {verdict}:")
+        for part in (evaluation.description or "").split("; "):
+            print(f"    {part}")
 
 
 def build_parser() -> argparse.ArgumentParser:
