@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
-from ops.evaluation.plots import loss_curve_png, png_markdown
+from ops.evaluation.plots import loss_curve_png, loss_curve_svg_markdown, png_markdown
 from pipelines.assets.segments import training_segments
 from pipelines.resources import StoreResource
 from pipelines.settings import PROJECT_ROOT
@@ -99,6 +99,8 @@ def _train(
             "val_segments": result.n_val_segments,
             "segments_version": segments_attrs.get("version", ""),
             "data_state": segments_attrs.get("data_state", ""),
+            # Short enough for the asset page to draw in place; the full plot is one click away.
+            "loss": MetadataValue.md(loss_curve_svg_markdown(result.loss_history, f"{name} loss")),
             "loss_curve": MetadataValue.md(png_markdown(plot, f"{name} loss curve")),
         }
     )
