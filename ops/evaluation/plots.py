@@ -110,7 +110,7 @@ def _sparkline(series: dict[str, np.ndarray], n_points: int, alt: str) -> str:
         color = "#f80" if name == "val" else "#26b"
         lines.append(f"<polyline points='{coordinates}' fill='none' stroke='{color}'/>")
     train = series.get("train", next(iter(series.values())))
-    label = f"{train[0, 1]:.3g} to {train[-1, 1]:.3g} (log)"
+    label = f"train (blue) {train[0, 1]:.3g} to {train[-1, 1]:.3g}, val orange, log y"
     svg = (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'>{''.join(lines)}"
         f"<text x='2' y='{height - 2}' font-size='10'>{label}</text></svg>"
