@@ -135,15 +135,32 @@ def _demo(args: argparse.Namespace) -> int:
     print("training segments -> facetalk_model + flame_model -> evaluation_metrics + evaluation_renders ...")
     result = materialize_retrain(instance, resources)
     _print_materializations(result)
-    if not result.success:
-        for line in failure_messages(result):
-            print(f"FAILED {line}", file=sys.stderr)
-        return 1
+    _print_quality_gate(result)
+    # The renders do not wait for the quality gate: show them whatever it says.
     videos = _metadata_value(result, "evaluation_renders", "videos") or []
     print(f"demo finished in {time.time() - started:.0f} s")
     for video in videos:
         print(f"talking head: {video}")
+    if not result.success:
+        failures = failure_messages(result)
+        lost = [n for n in _metadata_value(result, "evaluation_metrics", "notes") or [] if "LOSES to" in n]
+        if lost:
+            print("where an audio-free baseline beats the model:", file=sys.stderr)
+            for note in lost:
+                print(f"    {note}", file=sys.stderr)
+        if _only_the_quality_gate_failed(result, failures):
+            # The demo ran end to end; its tiny model not beating every baseline is a finding, not a crash.
+            print("demo complete, but the quality gate FAILED (above): the demo model does not beat every baseline")
+            return 1 if summary.failed else 0
+        for line in failures:
+            print(f"FAILED {line}", file=sys.stderr)
+        return 1
     return 1 if summary.failed else 0
+
+
+def _only_the_quality_gate_failed(result, failures: list[str]) -> bool:
+    gate_failed = any(not evaluation.passed for evaluation in result.get_asset_check_evaluations())
+    return gate_failed and all(line.startswith("evaluation_metrics") for line in failures)
 
 
 def _metadata_value(result, asset: str, key: str):
@@ -229,7 +246,24 @@ def _print_materializations(result) -> None:
         materialization = event.event_specific_data.materialization
         print(f"materialized {materialization.asset_key.to_user_string()}:")
         for key, value in materialization.metadata.items():
-            print(f"    {key}: {getattr(value, 'value', value)}")
+            raw = getattr(value, "value", value)
+            text = str(raw)
+            if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
+                text = "\n".join(raw)  # e.g. the evaluation's notes: one per line
+            if "data:image/" in text:  # inline pictures are for the UI, not the console
+                text = "(image; see the asset page in the Dagster UI)"
+            elif "\n" in text:
+                text = "\n" + "\n".join(f"      {line}" for line in text.splitlines())
+            print(f"    {key}: {text}")
+
+
+def _print_quality_gate(result) -> None:
+    """The evaluation's blocking check, spelled out: which lip metric lost to which baseline, by how much."""
+    for evaluation in result.get_asset_check_evaluations():
+        verdict = "passed" if evaluation.passed else "FAILED"
+        print(f"quality gate {evaluation.check_name} {verdict}:")
+        for part in (evaluation.description or "").split("; "):
+            print(f"    {part}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -138,6 +138,7 @@ class SegmentReader:
         self._sequence_index = _column(self.manifest, "sequence_index").astype(np.int64)
         self._flame_offset = _column(self.manifest, "flame_offset").astype(np.int64)
         self._window = np.arange(self.segment_frames, dtype=np.int64)
+        self._sequence_rows = {row["sequence"]: row for row in self.frames.sequences.to_pylist()}
 
     def __len__(self) -> int:
         return self.manifest.num_rows
@@ -206,6 +207,39 @@ class SegmentReader:
         except FrameStoreError as error:
             raise SegmentStoreError(f"segment store {str(self.path)!r}: {error}") from error
         return data.astype(np.float32, copy=False)
+
+    def sequence_names(self, split: str | None = None, flame: bool = False) -> list[str]:
+        """Sequences with segments in `split` (all when None; with FLAME only, when `flame`), in manifest order."""
+        names = np.asarray(self.manifest.column("sequence").to_pylist(), dtype=object)[self.indices(split, flame)]
+        return list(dict.fromkeys(names))
+
+    def whole_sequence(self, sequence: str, field: str) -> np.ndarray:
+        """Every frame of one sequence of a per-frame field -> [T, ...], also those no window covers
+        (evaluation runs on whole sequences, not on windows)."""
+        if field not in PER_FRAME_FIELDS or field not in self.fields:
+            raise SegmentStoreError(f"segment store {str(self.path)!r}: {field!r} is not a stored per-frame field")
+        row = self._sequence_row(sequence)
+        start = row["flame_offset"] if field == "flame_offsets" else row["frame_offset"]
+        if start < 0:
+            raise SegmentStoreError(f"segment store {str(self.path)!r}: sequence {sequence!r} has no FLAME")
+        try:
+            return self.frames.block(field, start, start + row["n_frames"]).astype(np.float32, copy=False)
+        except FrameStoreError as error:
+            raise SegmentStoreError(f"segment store {str(self.path)!r}: {error}") from error
+
+    def sequence_template(self, sequence: str) -> np.ndarray:
+        """The FLAME template [V, 3] of one sequence (its own when stored, else the store's mean one)."""
+        row = self._sequence_row(sequence)
+        if row["flame_index"] >= 0 and self.frames.has("flame_templates"):
+            return self.frames.whole("flame_templates")[row["flame_index"]].astype(np.float32)
+        if self.frames.has("flame_template"):
+            return self.frames.whole("flame_template").astype(np.float32)
+        raise SegmentStoreError(f"segment store {str(self.path)!r} has no flame_templates or flame_template")
+
+    def _sequence_row(self, sequence: str) -> dict[str, Any]:
+        if sequence not in self._sequence_rows:
+            raise SegmentStoreError(f"segment store {str(self.path)!r} has no sequence {sequence!r}")
+        return self._sequence_rows[sequence]
 
     def _checked(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -4,6 +4,8 @@ metric tables with the expected rows and finite values, the blocking rule, and e
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +17,12 @@ from models.config import config_from_dict
 from models.heads.analytic import EXPRESSION_DIMS
 from models.train import train
 from ops.dataset.segmenting import SegmentingConfig, build_training_segments
-from ops.evaluation.evaluate import (
-    CodeRegions,
-    EvaluationError,
-    VertexRegions,
-    better_than_baseline,
-    evaluate_flame_model,
-    evaluate_nphm_model,
-    non_overlapping_windows,
-    read_regions,
-    render_evaluation_videos,
-    render_flame_evaluation_videos,
-    split_sequences,
-)
+from ops.evaluation.evaluate import evaluate_flame_model, evaluate_nphm_model
+from ops.evaluation.export import PeerExport
+from ops.evaluation.gate import family_gate
 from ops.evaluation.metrics import audio_rms_per_frame
+from ops.evaluation.regions import CodeRegions, EvaluationError, VertexRegions, read_regions
+from ops.evaluation.renders import non_overlapping_windows, render_evaluation_videos, render_flame_evaluation_videos
 from ops.inference import InferenceError
 from ops.tracking.errors import TrackingError
 from ops.tracking.ingest import ingest_nphm_meshes
@@ -118,8 +112,23 @@ def flame_model(data, tmp_path_factory):
 
 def test_the_fixture_has_two_test_sequences_of_one_identity(data):
     _, reader = data
-    sequences = split_sequences(reader, "test")
+    sequences = reader.sequence_names("test")
     assert len(sequences) == 2 and len({s.split("_")[0] for s in sequences}) == 1
+
+
+NPHM_METRICS = {"expression_l2", "expression_l2_mouth", "lip_sync", "lip_sync_offset", "audio_energy_sync", "diversity"}
+FLAME_METRICS = {
+    "lve",
+    "lve_mm",
+    "mve",
+    "fdd",
+    "fdd_abs",
+    "lip_sync",
+    "lip_sync_offset",
+    "audio_energy_sync",
+    "diversity",
+}
+LIP_ROWS = np.arange(0, 12)  # rows 0 (moves with the jaw) and 1 (still): the lip split at its median height
 
 
 def test_nphm_metrics_table(data, nphm_model):
@@ -128,44 +137,120 @@ def test_nphm_metrics_table(data, nphm_model):
     regions = CodeRegions(
         tuple(EXPRESSION_DIMS[n] for n in ("jaw_open", "lip_round", "lip_stretch")), EXPRESSION_DIMS["jaw_open"]
     )
-    table = evaluate_nphm_model(nphm_model, reader, store, regions=regions, steps=4, n_samples=2,
-                                progress=messages.append)  # fmt: skip
-    assert set(table) == {"model", "null_condition", "mean_code", "ground_truth", "data"}
-    for row in ("model", "null_condition", "mean_code"):
-        assert set(table[row]) == {"expression_l2", "expression_l2_mouth", "lip_sync", "diversity"}
+    evaluation = evaluate_nphm_model(nphm_model, reader, store, regions=regions, steps=4, n_samples=2,
+                                     progress=messages.append)  # fmt: skip
+    table = evaluation.table
+    assert set(table) == {"model", "null_condition", "mean_code", "zero_code", "ground_truth", "data"}
+    for row in ("model", "null_condition", "mean_code", "zero_code"):
+        assert set(table[row]) == NPHM_METRICS, row
     assert all(np.isfinite(v) for row in table.values() for v in row.values())
+    # Whole sequences, every row on the same frames; K = 2 samples on every test sequence.
     assert table["data"]["n_sequences"] == 2 and table["data"]["n_frames"] == 2 * FRAMES
+    assert table["data"]["diversity_samples_per_sequence"] == 2
     assert table["model"]["diversity"] > 0 and table["mean_code"]["diversity"] == 0
-    assert table["mean_code"]["lip_sync"] == 0.0  # a constant jaw does not correlate with anything
-    assert table["ground_truth"]["lip_sync"] > 0.9  # the fixture's jaw *is* the audio loudness
+    # The ground truth is the ceiling of the lip-sync measure; a constant mouth scores 0 on both measures.
+    assert table["ground_truth"]["lip_sync"] == pytest.approx(1.0) and table["ground_truth"]["lip_sync_offset"] == 0
+    for row in ("mean_code", "zero_code"):
+        assert table[row]["lip_sync"] == 0.0 and table[row]["audio_energy_sync"] == 0.0
+    assert table["ground_truth"]["audio_energy_sync"] > 0.9  # the fixture's jaw *is* the audio loudness
     assert table["model"]["expression_l2_mouth"] < table["model"]["expression_l2"]
+    assert table["zero_code"]["expression_l2"] > table["mean_code"]["expression_l2"]  # the fixture's codes are not 0
     assert len(messages) == 2
+    assert set(evaluation.tracks) == set(reader.sequence_names("test"))
+    tracks = next(iter(evaluation.tracks.values()))
+    assert {"ground_truth", "model", "null_condition", "audio_envelope"} <= set(tracks)
+    assert all(len(track) == FRAMES for track in tracks.values())
 
 
 def test_nphm_code_regions_are_a_parameter(data, nphm_model):
     store, reader = data
     narrow = evaluate_nphm_model(nphm_model, reader, store, steps=2, n_samples=0, max_sequences=1,
-                                 regions=CodeRegions(mouth_dims=(0,), jaw_dim=0))  # fmt: skip
+                                 regions=CodeRegions(mouth_dims=(0,), jaw_dim=0)).table  # fmt: skip
     wide = evaluate_nphm_model(nphm_model, reader, store, steps=2, n_samples=0, max_sequences=1,
-                               regions=CodeRegions(mouth_dims=tuple(range(50)), jaw_dim=0))  # fmt: skip
+                               regions=CodeRegions(mouth_dims=tuple(range(50)), jaw_dim=0)).table  # fmt: skip
     assert narrow["model"]["expression_l2"] == pytest.approx(wide["model"]["expression_l2"])
     assert narrow["model"]["expression_l2_mouth"] < wide["model"]["expression_l2_mouth"]
-    assert narrow["data"]["n_diversity_sequences"] == 0
+    assert narrow["data"]["diversity_samples_per_sequence"] == 0 and "diversity" not in narrow["model"]
+    with pytest.raises(EvaluationError, match="do not fit a 200-d code"):
+        evaluate_nphm_model(nphm_model, reader, store, steps=2, regions=CodeRegions((0, 300), 0))
+
+
+def test_max_frames_cuts_every_row_alike(data, nphm_model):
+    store, reader = data
+    table = evaluate_nphm_model(nphm_model, reader, store, steps=2, n_samples=0, max_frames=30).table
+    assert table["data"]["n_frames"] == 2 * 30
+
+
+def test_whole_sequences_include_frames_no_window_covers(data):
+    store, _ = data
+    # 30-frame windows every 12 frames end at frame 66 of 72; evaluation still sees all 72.
+    wide = SegmentReader(
+        build_training_segments(
+            store, store.sequences_with("nphm"), SegmentingConfig(segment_frames=30, stride=12), keep_versions=10
+        ).path
+    )
+    key = wide.sequence_names("test")[0]
+    starts = wide.manifest.column("start_frame").to_numpy()[wide.indices("test")]
+    assert starts.max() + 30 < FRAMES
+    np.testing.assert_array_equal(wide.whole_sequence(key, "expression"), store.read(key, "nphm", "expression"))
+    assert wide.whole_sequence(key, "flame_offsets").shape == (FRAMES, 36, 3)
 
 
 def test_flame_metrics_table(data, flame_model):
-    _, reader = data
-    regions = VertexRegions(LIP, UPPER_FACE, n_vertices=36)
-    table = evaluate_flame_model(flame_model, reader, regions, steps=4, n_samples=2)
-    assert set(table) == {"model", "null_condition", "mean_offsets", "zero_offsets", "data"}
+    store, reader = data
+    regions = VertexRegions(LIP_ROWS, UPPER_FACE, n_vertices=36)
+    table = evaluate_flame_model(flame_model, reader, regions, store, steps=4, n_samples=2).table
+    assert set(table) == {"model", "null_condition", "mean_offsets", "zero_offsets", "ground_truth", "data"}
     for row in ("model", "null_condition", "mean_offsets", "zero_offsets"):
-        assert set(table[row]) == {"lve", "lve_mm", "mve", "fdd", "diversity"}
+        assert set(table[row]) == FLAME_METRICS, row
     assert all(np.isfinite(v) for row in table.values() for v in row.values())
-    # 2 test sequences x 72 frames, windows of 24 every 12 -> 3 disjoint windows each
-    assert table["data"]["n_windows"] == 6
+    assert table["data"]["n_sequences"] == 2 and table["data"]["n_frames"] == 2 * FRAMES  # whole sequences
     zero = table["zero_offsets"]
-    assert zero["lve"] > 0 and zero["fdd"] > 0  # the template does not move; the ground truth does
+    assert (
+        zero["lve"] > 0 and zero["fdd"] > 0 and zero["fdd_abs"] == pytest.approx(zero["fdd"])
+    )  # the template is still
     assert zero["lve_mm"] == pytest.approx(1000 * np.sqrt(zero["lve"]), rel=0.5)
+    assert zero["lip_sync"] == 0.0 and table["mean_offsets"]["lip_sync"] == 0.0
+    assert table["ground_truth"]["lip_sync"] == pytest.approx(1.0)
+    assert table["ground_truth"]["audio_energy_sync"] > 0.9  # the fixture's lip row follows the loudness
+
+
+def test_flame_export_rescored_by_the_peer_formula_agrees(data, flame_model, tmp_path):
+    """The exported arrays, scored by docs/peer_metrics.py (a standalone transcription of the
+    FaceDiffuser / CodeTalker formulas, run as its own process), give our LVE, FDD and MVE."""
+    store, reader = data
+    regions = VertexRegions(LIP_ROWS, UPPER_FACE, n_vertices=36)
+    export = tmp_path / "flame_model"
+    table = evaluate_flame_model(flame_model, reader, regions, store, steps=4, n_samples=0,
+                                 export=PeerExport(export, regions.lip, regions.upper_face)).table  # fmt: skip
+    keys = reader.sequence_names("test")
+    identity = keys[0].split("_")[0]
+    assert sorted(p.name for p in (export / "vertices_npy").iterdir()) == sorted(f"{k}.npy" for k in keys)
+    assert sorted(p.name for p in (export / "result").iterdir()) == sorted(
+        f"{k}_condition_{identity}.npy" for k in keys
+    )
+    assert (export / "regions" / "lve.txt").read_text() == ", ".join(str(i) for i in LIP_ROWS)
+    assert np.load(export / "result" / f"{keys[0]}_condition_{identity}.npy").shape == (FRAMES, 36 * 3)
+    summary = json.loads((export / "export.json").read_text())
+    assert summary["subjects"] == [identity] and summary["n_vertices"] == 36
+    script = Path(__file__).resolve().parents[1] / "docs" / "peer_metrics.py"
+    out = subprocess.run([sys.executable, str(script), str(export)], capture_output=True, text=True, check=True)
+    peer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "Lip Vertex Error:" in out.stdout and peer["frames"] == table["data"]["n_frames"]
+    for metric in ("lve", "fdd", "fdd_abs", "mve"):
+        assert peer[metric] == pytest.approx(table["model"][metric], rel=1e-5, abs=1e-12), metric
+
+
+def test_the_gate_on_a_real_table(data, flame_model):
+    """An untrained-looking 4-step model: whatever the verdict, it names every lip comparison."""
+    store, reader = data
+    table = evaluate_flame_model(flame_model, reader, VertexRegions(LIP_ROWS, UPPER_FACE), store, steps=2,
+                                 n_samples=0).table  # fmt: skip
+    verdict = family_gate("flame", table)
+    assert len(verdict.comparisons) == 6  # (lve, lip_sync) x (null_condition, mean_offsets, zero_offsets)
+    text = verdict.explanation()
+    assert all(b in text for b in ("null_condition", "mean_offsets", "zero_offsets"))
+    assert verdict.passed == all(c.model_wins for c in verdict.comparisons)
 
 
 def test_flame_regions_must_fit_the_topology(data, flame_model):
@@ -204,37 +289,6 @@ def test_regions_file(tmp_path):
         read_regions(tmp_path / "absent.json")
 
 
-# ----------------------------------------------------------------------------- the blocking rule
-
-
-def _nphm_table(model: float, null: float, mean: float) -> dict:
-    return {name: {"expression_l2": 1.0, "expression_l2_mouth": value}
-            for name, value in (("model", model), ("null_condition", null), ("mean_code", mean))}  # fmt: skip
-
-
-def test_better_than_baseline_nphm():
-    passed, message = better_than_baseline(_nphm_table(0.2, 0.5, 0.1))
-    assert passed and "expression_l2_mouth: model 0.2 < null_condition 0.5" in message
-    passed, message = better_than_baseline(_nphm_table(0.5, 0.5, 0.9))  # a tie is not better
-    assert not passed and message.startswith("failed") and "not <" in message
-    passed, _ = better_than_baseline(_nphm_table(0.2, 0.5, 0.1), baselines=("null_condition", "mean_code"))
-    assert not passed
-    passed, _ = better_than_baseline(_nphm_table(float("nan"), 0.5, 0.9))
-    assert not passed
-
-
-def test_better_than_baseline_flame_and_malformed_tables():
-    table = {"model": {"lve": 1e-5, "mve": 1.0}, "null_condition": {"lve": 2e-5, "mve": 0.5}}
-    assert better_than_baseline(table)[0]  # only LVE decides, not MVE
-    table["model"]["lve"] = 3e-5
-    assert not better_than_baseline(table)[0]
-    passed, message = better_than_baseline({"model": {"lve": 1.0}})
-    assert not passed and "baseline 'null_condition' missing" in message
-    assert not better_than_baseline({})[0]
-    passed, message = better_than_baseline({"model": {"fdd": 1.0}, "null_condition": {"fdd": 2.0}})
-    assert not passed and "none of the metrics" in message
-
-
 # ----------------------------------------------------------------------------- renders
 
 
@@ -246,7 +300,9 @@ def test_evaluation_renders(data, dataset_root, nphm_model, tiny_encoder_dir, tm
         nphm_model, reader, store, tmp_path / "renders", dataset_root=dataset_root, n_sequences=2, unseen_audio=[unseen],
         encoder_path=tiny_encoder_dir, resolution=16, video_size=48, max_seconds=0.5, steps=2, cpu_threads=1,
     )  # fmt: skip
-    assert [p.name for p in result.videos] == [f"test_{k}.mp4" for k in split_sequences(reader)] + ["unseen_unseen.mp4"]
+    assert [p.name for p in result.videos] == [f"test_{k}.mp4" for k in reader.sequence_names("test")] + [
+        "unseen_unseen.mp4"
+    ]
     for path in result.videos[:2]:  # ground truth | generated, with the sequence's audio
         info = probe_video(path)
         assert info["n_frames"] == 12 and info["width"] == 96 and info["audio_codec"] == "aac"
@@ -256,7 +312,7 @@ def test_evaluation_renders(data, dataset_root, nphm_model, tiny_encoder_dir, tm
     assert result.preview_png == tmp_path / "renders" / "preview.png" and result.preview_png.is_file()
     # One test sequence has stored meshes (read from the dataset); the other's is meshed from its codes.
     assert len(result.notes) == 1 and "meshed from its codes" in result.notes[0]
-    with_meshes = next(k for k in split_sequences(reader) if store.attrs(k, "nphm_meshes") is not None)
+    with_meshes = next(k for k in reader.sequence_names("test") if store.attrs(k, "nphm_meshes") is not None)
     (dataset_root / with_meshes / "nphm_tracking" / "nphm_meshes" / "frame_0003.ply").unlink()
     with pytest.raises(TrackingError, match="frame_0003.ply.*the file is missing.*re-ingest"):
         render_evaluation_videos(

@@ -173,6 +173,8 @@ def audio_rms_per_frame(audio: np.ndarray, sample_rate: int, n_frames: int, fps:
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0  # a constant signal correlates with nothing (and its rounding residue must not say otherwise)
     a, b = a - a.mean(), b - b.mean()
     denominator = np.sqrt(np.sum(a**2) * np.sum(b**2))
     return float(np.sum(a * b) / denominator) if denominator > 0 else 0.0
@@ -188,7 +190,9 @@ class LipSyncScore:
 def lip_sync_correlation(
     audio: np.ndarray, sample_rate: int, mouth_opening: np.ndarray, fps: float, max_lag_frames: int = 3
 ) -> LipSyncScore:
-    """Audio-energy / mouth-opening correlation, a SyncNet-free lip-sync proxy.
+    """Audio-energy / mouth-opening correlation, a SyncNet-free lip-sync *proxy* (secondary: it
+    rewards following loudness, so a model can beat the ground truth on it; the primary measure is
+    `ops.evaluation.lip_sync.mouth_sync`, against the ground-truth mouth).
 
     e[t] is the RMS of the audio in frame t's window, o[t] the mouth opening. For each lag l in
     [-max_lag, max_lag], r(l) = Pearson(e[t], o[t + l]) over the overlapping frames; the best lag

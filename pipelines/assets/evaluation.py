@@ -1,6 +1,7 @@
 """Evaluation: metrics on the held-out identities, and rendered talking heads with their audio."""
 
 import json
+import tempfile
 from pathlib import Path
 
 from dagster import (
@@ -16,21 +17,26 @@ from dagster import (
 from ops.evaluation.plots import png_markdown
 from pipelines.assets.training import facetalk_model, flame_model
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
-from storage.atomic import atomic_write_bytes
+from storage.atomic import atomic_directory, atomic_write_bytes
 from storage.location import StorePath, is_remote
 from storage.segments import SegmentReader, current_segments_dir
 from storage.transfer import local_copy, staged_directory
 
 BASELINE_CHECK = "model_beats_audio_free_baseline"
+PLOTS_PER_FAMILY = 12  # mouth-opening plots inlined in the metadata (all are written to <store>/metrics/plots/)
 
 
 class EvaluationConfig(Config):
     split: str = "test"
     steps: int = 50  # DDIM steps
-    n_samples: int = 3  # samples per clip for the diversity metric
+    n_samples: int = 3  # K seeds per test sequence for the diversity metric (< 2: no diversity)
     seed: int = 0
     max_sequences: int = 0  # 0: every sequence of the split
+    max_frames: int = 0  # 0: whole sequences; else every sequence is cut to this many frames (for every row)
+    lip_sync_max_offset: int = 3  # frames the lip-sync measure may shift the generated mouth by
     regions_path: str = ""  # lip / upper-face vertex sets, mouth code dims; default <data root>/_meta/regions.json
+    mouth_dims: list[int] = []  # noqa: RUF012 - NPHM code dims of the mouth; [] = the regions file's "expression"
+    jaw_dim: int = -1  # NPHM code dim that opens the mouth (lip sync); -1 = the regions file's
 
 
 def _checkpoint(store: StoreResource, name: str) -> StorePath:
@@ -45,17 +51,19 @@ def _load_model(store: StoreResource, name: str):
         return load_motion_model(path)
 
 
-def metrics_markdown(tables: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One Markdown table per model family: rows = model and baselines, columns = metrics."""
-    lines = []
-    for family, table in tables.items():
-        rows = {name: row for name, row in table.items() if name != "data"}
-        metrics = sorted({metric for row in rows.values() for metric in row})
-        lines += [f"**{family}**", "", "| | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-        for name, row in rows.items():
-            lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4g}" if m in row else "" for m in metrics) + " |")
-        lines.append("")
-    return "\n".join(lines)
+def _mouth_plots(evaluation, store: StoreResource, fps: float) -> str:
+    """One mouth-opening PNG per test sequence under <store>/metrics/plots/, and Markdown inlining the first few."""
+    from ops.evaluation.plots import mouth_opening_png
+
+    parts = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for number, (key, tracks) in enumerate(evaluation.tracks.items()):
+            name = f"mouth_{evaluation.family}_{key}.png"
+            png = mouth_opening_png(tracks, Path(scratch) / name, f"{evaluation.family} {key}: mouth opening", fps)
+            atomic_write_bytes(store.path / "metrics" / "plots" / name, png.read_bytes())
+            if number < PLOTS_PER_FAMILY:
+                parts.append(png_markdown(png, f"{key} mouth opening"))
+    return "\n\n".join(parts)
 
 
 @asset(
@@ -67,31 +75,27 @@ def metrics_markdown(tables: dict[str, dict[str, dict[str, float]]]) -> str:
 def evaluation_metrics(
     context: AssetExecutionContext, config: EvaluationConfig, store: StoreResource, dataset: DatasetResource
 ) -> MaterializeResult:
-    """Both models and the audio-free baselines on the test identities; blocks when the model is not better."""
-    from ops.evaluation.evaluate import (
-        better_than_baseline,
-        evaluate_flame_model,
-        evaluate_nphm_model,
-        read_code_regions,
-        read_regions,
-    )
+    """Both models and the audio-free baselines on whole test sequences; blocks unless the model beats
+    every audio-free baseline on the lip metrics. Writes <store>/metrics/evaluation.json and, for the
+    FLAME model, the files the peers' metric scripts read (<store>/metrics/flame_model/)."""
+    from ops.evaluation.evaluate import evaluate_flame_model, evaluate_nphm_model
+    from ops.evaluation.export import PeerExport
+    from ops.evaluation.gate import baseline_wins, family_gate
+    from ops.evaluation.regions import configured_code_regions, read_regions
+    from ops.evaluation.report import metrics_markdown
 
     reader = SegmentReader(current_segments_dir(store.path))
-    max_sequences = config.max_sequences or None
-    notes = []
+    notes: list[str] = []
     regions_path = Path(config.regions_path) if config.regions_path else dataset.path / "_meta" / "regions.json"
-    code_regions = read_code_regions(regions_path)
-    if code_regions is None:
-        notes.append(
-            f"no 'expression' mouth/jaw dims in {regions_path}: mouth metrics use the whole code, lip sync dim 0"
-        )
-    tables = {
-        "nphm": evaluate_nphm_model(
-            _load_model(store, "facetalk_model"), reader, store.sequences(), split=config.split,
-            regions=code_regions, n_samples=config.n_samples, steps=config.steps, seed=config.seed,
-            max_sequences=max_sequences, progress=context.log.info,
-        )
-    }  # fmt: skip
+    code_regions = configured_code_regions(regions_path, config.mouth_dims, config.jaw_dim, notes)
+    common = dict(
+        split=config.split, n_samples=config.n_samples, steps=config.steps, seed=config.seed,
+        max_frames=config.max_frames or None, max_sequences=config.max_sequences or None,
+        max_offset=config.lip_sync_max_offset, progress=context.log.info,
+    )  # fmt: skip
+    nphm_model = _load_model(store, "facetalk_model")
+    evaluations = [evaluate_nphm_model(nphm_model, reader, store.sequences(), regions=code_regions, **common)]
+    export_dir = store.path / "metrics" / "flame_model"
     if not _checkpoint(store, "flame_model").is_file():
         notes.append("no flame_model checkpoint: FLAME metrics skipped")
     elif not reader.has("flame_offsets"):
@@ -99,29 +103,50 @@ def evaluation_metrics(
     elif not regions_path.is_file():
         notes.append(f"no lip/upper-face vertex sets at {regions_path}: FLAME metrics skipped (set regions_path)")
     else:
-        tables["flame"] = evaluate_flame_model(
-            _load_model(store, "flame_model"), reader, read_regions(regions_path), split=config.split,
-            n_samples=config.n_samples, steps=config.steps, seed=config.seed, progress=context.log.info,
-        )  # fmt: skip
+        regions = read_regions(regions_path)
+        # np.save writes local files: on an object store the export is staged, then published whole.
+        publish = staged_directory if is_remote(export_dir) else atomic_directory
+        with publish(export_dir) as tmp:
+            evaluations.append(
+                evaluate_flame_model(
+                    _load_model(store, "flame_model"), reader, regions, store.sequences(),
+                    export=PeerExport(tmp, regions.lip, regions.upper_face), **common,
+                )
+            )  # fmt: skip
+    tables = {e.family: e.table for e in evaluations}
+    verdicts = {family: family_gate(family, table) for family, table in tables.items()}
+    wins = {family: baseline_wins(family, table) for family, table in tables.items()}
+    notes += [win for family_wins in wins.values() for win in family_wins]
     for note in notes:
         context.log.warning(note)
-
-    verdicts = {family: better_than_baseline(table) for family, table in tables.items()}
+    gate = "; ".join(f"{family}: {verdict.explanation()}" for family, verdict in verdicts.items())
     out = store.path / "metrics" / "evaluation.json"
-    atomic_write_bytes(out, json.dumps({"tables": tables, "notes": notes}, indent=2).encode())
+    report = {
+        "tables": tables,
+        "gate": {family: {"passed": v.passed, "margins": v.margins()} for family, v in verdicts.items()},
+        "notes": notes,
+    }
+    atomic_write_bytes(out, json.dumps(report, indent=2).encode())
+    fps = float(nphm_model.meta.fps)
+    metadata = {
+        "metrics": MetadataValue.md(metrics_markdown(tables, wins)),
+        "gate": MetadataValue.text(gate),
+        "margins": MetadataValue.json({family: v.margins() for family, v in verdicts.items()}),
+        "notes": MetadataValue.json(notes),
+        "metrics_json": MetadataValue.path(str(out)),
+        "segments": MetadataValue.path(str(reader.path)),
+        **({"peer_export": MetadataValue.path(str(export_dir))} if "flame" in tables else {}),
+        **{f"{family}_{metric}": value for family, t in tables.items() for metric, value in t["model"].items()},
+        **{f"mouth_opening_{e.family}": MetadataValue.md(_mouth_plots(e, store, fps)) for e in evaluations},
+    }
     return MaterializeResult(
-        metadata={
-            "metrics": MetadataValue.md(metrics_markdown(tables)),
-            "metrics_json": MetadataValue.path(str(out)),
-            "segments": MetadataValue.path(str(reader.path)),
-            "notes": MetadataValue.json(notes),
-            **{f"{family}_{metric}": value for family, t in tables.items() for metric, value in t["model"].items()},
-        },
+        metadata=metadata,
         check_results=[
             AssetCheckResult(
                 check_name=BASELINE_CHECK,
-                passed=all(passed for passed, _ in verdicts.values()),
-                description="; ".join(f"{family}: {why}" for family, (_, why) in verdicts.items()),
+                passed=all(v.passed for v in verdicts.values()),
+                description=gate,
+                metadata={"margins": MetadataValue.json({family: v.margins() for family, v in verdicts.items()})},
             )
         ],
     )
@@ -147,7 +172,7 @@ def evaluation_renders(
     audio_encoder: AudioEncoderResource,
 ) -> MaterializeResult:
     """MP4s with audio: held-out sequences beside their ground truth, and unseen audio files."""
-    from ops.evaluation.evaluate import render_evaluation_videos
+    from ops.evaluation.renders import render_evaluation_videos
 
     unseen = config.unseen_audio or sorted(str(p) for p in (dataset.path / "_meta" / "unseen_audio").glob("*.wav"))
     final = store.path / "renders"

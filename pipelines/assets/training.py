@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
-from ops.evaluation.plots import loss_curve_png, png_markdown
+from ops.evaluation.plots import loss_curve_png, loss_curve_svg_markdown, png_markdown
 from pipelines.assets.segments import training_segments
 from pipelines.k8s_pods import gpu_tags
 from pipelines.resources import StoreResource
@@ -108,6 +108,8 @@ def _train(
             "segments_version": segments_attrs.get("version", ""),
             "data_state": segments_attrs.get("data_state", ""),
             "loss_curve": MetadataValue.md(loss_curve),
+            # Short enough for the asset page to draw in place; the full plot is one click away.
+            "loss": MetadataValue.md(loss_curve_svg_markdown(result.loss_history, f"{name} loss")),
         }
     )
 
