@@ -60,7 +60,9 @@ def dataset(tmp_path) -> Path:
         write_sequence(root, key, n_frames=72, seed=seed, nphm_meshes=seed == 3)  # ID3: the test identity
     (root / "_meta").mkdir()
     # Lip / upper-face vertex sets of the builders' grid mesh, so the FLAME model is evaluated too.
-    (root / "_meta" / "regions.json").write_text(json.dumps({"lip": [0, 1, 2, 3], "upper_face": [10, 11, 12]}))
+    (root / "_meta" / "regions.json").write_text(
+        json.dumps({"lip": [0, 1, 2, 3], "upper_lip": [0, 1], "lower_lip": [2, 3], "upper_face": [10, 11, 12]})
+    )
     return root
 
 
