@@ -7,7 +7,7 @@ tracking and NPHM meshes are optional: for a sequence without them, `flame_verti
 
 from collections.abc import Iterator
 
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, asset
+from dagster import AssetCheckResult, AssetExecutionContext, AssetKey, Config, MaterializeResult, asset
 
 from ops.tracking import ingest as ingest
 from pipelines.partition_failure import failure_reported
@@ -72,17 +72,24 @@ def nphm_expressions(
     return ingest_result(outcome, NPHM_CHECKS)
 
 
-def _unless_absent(context: AssetExecutionContext, outcome, checks: list[str]) -> Iterator[MaterializeResult]:
-    """Materialize unless the optional input is absent: then nothing, and the partition stays missing."""
+def _unless_absent(
+    context: AssetExecutionContext, outcome, checks: list[str]
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Materialize unless the optional input is absent: then only the checks report (not applicable;
+    Dagster requires their results), and the partition stays missing."""
     context.log.info(f"{context.partition_key}: {context.asset_key.to_user_string()} {outcome.status}")
     if outcome.status != "absent":
         yield ingest_result(outcome, checks)
+        return
+    note = outcome.metadata.get("note", "input absent")
+    for name in checks:
+        yield AssetCheckResult(check_name=name, passed=True, description=f"not applicable: {note}")
 
 
 @sequence_asset("flame_vertices", "flame", FLAME_CHECKS, output_required=False)
 def flame_vertices(
     context: AssetExecutionContext, dataset: DatasetResource, store: StoreResource
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """FLAME template + per-frame PLY meshes -> vertices [T, V, 3], template and faces (optional)."""
     with failure_reported(context, dataset.path):
         seq = dataset.sequence(context.partition_key)
@@ -93,7 +100,7 @@ def flame_vertices(
 @sequence_asset("nphm_meshes", "nphm_meshes", MESH_CHECKS, output_required=False)
 def nphm_meshes(
     context: AssetExecutionContext, config: NphmMeshesConfig, dataset: DatasetResource, store: StoreResource
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Per-frame NPHM meshes (topology varies) for ground-truth renders, optional: an index of the
     dataset's files by default, the meshes compactly with config `mode: copy`."""
     with failure_reported(context, dataset.path):
