@@ -19,10 +19,31 @@ class IncompatibleCheckpointError(CheckpointError):
     """A checkpoint whose model does not match the config it is used with."""
 
 
+# torch.save writes a zip archive (PK..); files from torch < 1.6 are a bare pickle (protocol byte 0x80).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+_KNOWN_KINDS = {b"RIFF": "a WAV audio file", b"fLaC": "a FLAC audio file", b"ID3": "an MP3 audio file",
+                b"\x93NUMPY": "a NumPy .npy array", b"ply": "a PLY mesh", b"\x89PNG": "a PNG image"}  # fmt: skip
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What `path` is instead of a PyTorch checkpoint (from its first bytes), or None when it may be one."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if head.startswith(_TORCH_MAGIC):
+        return None
+    kind = next((name for magic, name in _KNOWN_KINDS.items() if head.startswith(magic)), None)
+    return kind or ("an empty file" if not head else "not a PyTorch file")
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {str(path)!r}")
+    if kind := not_a_checkpoint(path):
+        raise CheckpointError(
+            f"{str(path)!r} is not a model checkpoint ({kind}); a FaceTalk checkpoint is the model.ckpt that "
+            "training writes under <store>/checkpoints/"
+        )
     try:
         # weights_only: a checkpoint is data, never code to run.
         ckpt = torch.load(path, map_location=map_location, weights_only=True)

@@ -51,6 +51,7 @@ DEFAULT_VIDEO_SIZE = 512
 
 
 AnimationError = InferenceError  # the CLI's name for the same family of input errors
+AUDIO_TRACKS = ("original", "cleaned")  # what the MP4 carries: the file as given, or what the model heard
 
 
 @dataclass
@@ -137,6 +138,7 @@ def animate_audio(
     write_codes: bool = True,
     write_meshes: bool = False,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    audio_track: str = "original",
     progress: Progress | None = None,
 ) -> AnimationResult:
     """Make `out_mp4` (plus OUT.npz with the codes, OUT_meshes/ with PLYs when asked) from speech.
@@ -145,6 +147,8 @@ def animate_audio(
     max_duration_s audio), CheckpointError (missing, unreadable or incompatible model),
     AudioEncoderLoadError / EncoderMismatchError (encoder weights, or a width != model.audio_dim),
     AnimationError (NPHM head without weights, FLAME model without a template).
+    `audio_track`: "original" muxes `audio_path` itself (AAC at its own rate and channels), "cleaned"
+    the 16 kHz mono track the model heard; both cut to the video's length.
     `cpu_threads`: torch intra-op threads while meshing (1 is fastest for the analytic head on a
     busy CPU; None keeps torch's default).
     """
@@ -156,6 +160,8 @@ def animate_audio(
         raise FileNotFoundError(f"{out_mp4}: output folder {out_mp4.parent} does not exist")
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    if audio_track not in AUDIO_TRACKS:
+        raise ValueError(f"audio_track must be one of {AUDIO_TRACKS}, got {audio_track!r}")
     if head == "nphm" and nphm_checkpoint is None:
         raise AnimationError("head 'nphm' needs nphm_checkpoint (the NPHM weights); none was given")
     torch_device = resolve_device(device)
@@ -195,22 +201,24 @@ def animate_audio(
                   audio_duration_s=np.float32(cleaned.stats.duration_s), seed=np.int64(seed), steps=np.int64(steps))  # fmt: skip
 
     config = render_config or talking_head_render_config(video_size)
+    if audio_track == "original":
+        sound = dict(audio_samples=None, sample_rate=None, audio_file=Path(audio_path))
+    else:
+        sound = dict(audio_samples=cleaned.samples, sample_rate=cleaned.sample_rate, audio_file=None)
     bars = _Bars(say)
     t = time.perf_counter()
     try:
         if variant == "nphm":
             render_expression_video(
-                head_model, identity, motion, out_mp4, audio_samples=cleaned.samples, sample_rate=cleaned.sample_rate,
-                fps=model.meta.fps, resolution=resolution, meshes_dir=meshes_dir, render_config=config,
-                cpu_threads=cpu_threads, progress=bars,
+                head_model, identity, motion, out_mp4, **sound, fps=model.meta.fps, resolution=resolution,
+                meshes_dir=meshes_dir, render_config=config, cpu_threads=cpu_threads, progress=bars,
             )  # fmt: skip
         else:
             vertices = template.vertices[None] + motion  # [T, V, 3]
             if meshes_dir is not None:
                 write_meshes_ply([(frame, template.faces) for frame in vertices], meshes_dir)
             render_talking_head(
-                vertices, template.faces, out_mp4=out_mp4, audio_samples=cleaned.samples,
-                sample_rate=cleaned.sample_rate, fps=model.meta.fps, render_config=config,
+                vertices, template.faces, out_mp4=out_mp4, **sound, fps=model.meta.fps, render_config=config,
                 progress=lambda done, total: bars("rendering", done, total),
             )  # fmt: skip
     finally:

@@ -8,6 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.cli_errors import error_line, traceback_text
+from pipelines.cli_help import DefaultsHelpFormatter, package_version, ui_hint
+from pipelines.cli_output import demo_data_lines, demo_summary, materialization_lines, metadata_value
+
 
 def _demo_data(args: argparse.Namespace) -> int:
     from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
@@ -20,7 +24,8 @@ def _demo_data(args: argparse.Namespace) -> int:
         nphm_mesh_resolution=args.mesh_resolution,
     )
     summary = generate_demo_dataset(Path(args.path), config, progress=print, workers=_workers())
-    print(f"demo dataset written to {args.path}: {summary}")
+    for line in demo_data_lines(summary):
+        print(line)
     return 0
 
 
@@ -50,7 +55,7 @@ def _instance():
     from pipelines.settings import ensure_dagster_home
 
     home = ensure_dagster_home()
-    print(f"Dagster instance: {home} (open the UI with `make ui` to see these runs)")
+    print(f"Dagster instance: {home} (see these runs in the UI: {ui_hint(home)})")
     instance = DagsterInstance.get()
     for run_id in fail_orphaned_runs(instance):
         print(f"marked run {run_id} failed: the process that ran it was killed")
@@ -71,7 +76,7 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         ingest_run_config(run_config)
     except ValueError as error:
-        raise ValueError(f"-c {args.config}: {error}") from error
+        raise ValueError(f"-c {args.config}: {error}") from None
     summary = ingest_sequences(
         _instance(), resources, data_root, only=args.sequence or None, workers=args.workers,
         run_config=run_config, force=args.force, prune=args.prune, verbose=args.verbose,
@@ -104,14 +109,16 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _segments(args: argparse.Namespace) -> int:
     resources = _resources(args)
-    from pipelines.runner import failure_messages, materialize_segments
+    from pipelines.runner import failure_messages, materialize_segments, require_writable_store
 
+    require_writable_store(resources["store"].path)
     result = materialize_segments(_instance(), resources, _load_run_config(args.config))
     if not result.success:
         for line in failure_messages(result):
-            print(f"FAILED {line}", file=sys.stderr)
+            print(f"facetalk {args.command}: error: {line}", file=sys.stderr)
         return 1
-    _print_materializations(result)
+    for line in materialization_lines(result):
+        print(line)
     return 0
 
 
@@ -119,6 +126,7 @@ def _demo(args: argparse.Namespace) -> int:
     """The main job on the demo data: generate it if absent, ingest, segment, train, evaluate, render."""
     started = time.time()
     resources = _resources(args)
+    run_config = _load_run_config(args.config)  # a bad file fails now, not after ingestion
     data_root = resources["dataset"].path
     if not data_root.is_dir() or not any(data_root.iterdir()):
         from ops.demo.dataset import DemoDataConfig, generate_demo_dataset
@@ -126,24 +134,22 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"generating the demo dataset in {data_root} ...")
         generate_demo_dataset(data_root, DemoDataConfig(), progress=print, workers=_workers())
     instance = _instance()
+    from pipelines import settings
     from pipelines.runner import failure_messages, ingest_sequences, materialize_retrain
 
     summary = ingest_sequences(instance, resources, data_root, workers=args.workers, verbose=args.verbose)
     if not summary.succeeded:
-        print("no sequence could be ingested; see the errors above", file=sys.stderr)
+        print("facetalk demo: error: no sequence could be ingested; see the failures above", file=sys.stderr)
         return 1
     print("training segments -> facetalk_model + flame_model -> evaluation_metrics + evaluation_renders ...")
-    result = materialize_retrain(instance, resources)
-    _print_materializations(result)
+    result = materialize_retrain(instance, resources, run_config)
+    # The summary also after a failed step: what was made (metrics, videos) is still worth showing.
+    for line in demo_summary(result, time.time() - started, ui_hint(settings.dagster_home())):
+        print(line)
     _print_quality_gate(result)
-    # The renders do not wait for the quality gate: show them whatever it says.
-    videos = _metadata_value(result, "evaluation_renders", "videos") or []
-    print(f"demo finished in {time.time() - started:.0f} s")
-    for video in videos:
-        print(f"talking head: {video}")
     if not result.success:
         failures = failure_messages(result)
-        lost = [n for n in _metadata_value(result, "evaluation_metrics", "notes") or [] if "LOSES to" in n]
+        lost = [n for n in metadata_value(result, "evaluation_metrics", "notes") or [] if "LOSES to" in n]
         if lost:
             print("where an audio-free baseline beats the model:", file=sys.stderr)
             for note in lost:
@@ -153,7 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
             print("demo complete, but the quality gate FAILED (above): the demo model does not beat every baseline")
             return 1 if summary.failed else 0
         for line in failures:
-            print(f"FAILED {line}", file=sys.stderr)
+            print(f"facetalk {args.command}: error: {line}", file=sys.stderr)
         return 1
     return 1 if summary.failed else 0
 
@@ -161,14 +167,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _only_the_quality_gate_failed(result, failures: list[str]) -> bool:
     gate_failed = any(not evaluation.passed for evaluation in result.get_asset_check_evaluations())
     return gate_failed and all(line.startswith("evaluation_metrics") for line in failures)
-
-
-def _metadata_value(result, asset: str, key: str):
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        if materialization.asset_key.to_user_string() == asset and key in materialization.metadata:
-            return materialization.metadata[key].value
-    return None
 
 
 def _animate(args: argparse.Namespace) -> int:
@@ -182,46 +180,34 @@ def _animate(args: argparse.Namespace) -> int:
         else settings.store_root() / "checkpoints" / "facetalk_model" / "model.ckpt"
     )
     if "://" in str(args.out) and not str(args.out).startswith("file://"):
-        print(
-            f"facetalk animate: error: --out must be a local path (ffmpeg writes it), got {args.out!r}", file=sys.stderr
+        raise ValueError(f"--out must be a local path (ffmpeg writes it), got {args.out!r}")
+    if (is_remote(checkpoint) or not args.checkpoint) and not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"no trained model at {checkpoint}: pass one with -m/--checkpoint, or train one with `facetalk demo`"
         )
-        return 2
     if is_remote(checkpoint):
-        if not checkpoint.is_file():
-            print(f"facetalk animate: error: checkpoint not found: {str(checkpoint)!r}", file=sys.stderr)
-            return 2
         print(f"downloading {checkpoint} ...")
     with local_copy(checkpoint) as local_checkpoint:
         return _animate_with(args, local_checkpoint, settings)
 
 
 def _animate_with(args: argparse.Namespace, checkpoint: Path, settings) -> int:
-    from models.audio_encoder import AudioEncoderLoadError
-    from models.checkpoint import CheckpointError
-    from ops.animate import AnimationError, animate_audio
-    from ops.audio.cleaning import AudioError
+    from ops.animate import animate_audio
 
-    identity = None
-    if args.identity:
-        import numpy as np
-
-        identity = np.load(args.identity, allow_pickle=False)
+    identity = _identity(args.identity) if args.identity else None
     Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        result = animate_audio(
-            args.audio, checkpoint, args.out,
-            encoder_path=args.encoder or settings.audio_encoder_path(),
-            identity_code=identity, head=args.head, nphm_checkpoint=args.nphm_checkpoint,
-            flame_template=args.flame_template, resolution=args.resolution, steps=args.steps,
-            guidance=args.guidance, seed=args.seed, device=args.device, video_size=args.size,
-            write_meshes=args.meshes, write_codes=not args.no_codes, max_duration_s=args.max_seconds,
-            progress=print,
-        )  # fmt: skip
-    except (AudioError, CheckpointError, AudioEncoderLoadError, AnimationError) as error:
-        print(f"facetalk animate: error: {error}", file=sys.stderr)
-        return 2
+    result = animate_audio(
+        args.audio, checkpoint, args.out,
+        encoder_path=args.encoder or settings.audio_encoder_path(),
+        identity_code=identity, head=args.head, nphm_checkpoint=args.nphm_checkpoint,
+        flame_template=args.flame_template, resolution=args.resolution, steps=args.steps,
+        guidance=args.guidance, seed=args.seed, device=args.device, video_size=args.size,
+        write_meshes=args.meshes, write_codes=not args.no_codes, max_duration_s=args.max_seconds,
+        audio_track=args.audio_track, progress=print,
+    )  # fmt: skip
     print(
-        f"wrote {result.video} ({result.n_frames} frames at {result.fps:g} fps, {result.audio_duration_s:.2f} s of audio)"
+        f"wrote {result.video} ({result.n_frames} frames at {result.fps:g} fps, {result.audio_duration_s:.2f} s of "
+        f"{args.audio_track} audio)"
     )
     if result.codes:
         print(f"expression codes: {result.codes}")
@@ -230,31 +216,33 @@ def _animate_with(args: argparse.Namespace, checkpoint: Path, settings) -> int:
     return 0
 
 
+def _identity(path: str):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--identity {path}: not a readable .npy array ({error})") from None
+
+
 def _load_run_config(path: str | None) -> dict | None:
     if not path:
         return None
     import yaml
 
-    config = yaml.safe_load(Path(path).read_text())
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise FileNotFoundError(f"-c {path}: {error.strerror or error}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ValueError(f"-c {path}: not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
     if config is not None and not isinstance(config, dict):
-        raise ValueError(f"{path}: a run config is a YAML mapping (ops: ...), got {type(config).__name__}")
+        raise ValueError(f"-c {path}: a run config is a YAML mapping (ops: ...), got {type(config).__name__}")
     return config
-
-
-def _print_materializations(result) -> None:
-    for event in result.get_asset_materialization_events():
-        materialization = event.event_specific_data.materialization
-        print(f"materialized {materialization.asset_key.to_user_string()}:")
-        for key, value in materialization.metadata.items():
-            raw = getattr(value, "value", value)
-            text = str(raw)
-            if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
-                text = "\n".join(raw)  # e.g. the evaluation's notes: one per line
-            if "data:image/" in text:  # inline pictures are for the UI, not the console
-                text = "(image; see the asset page in the Dagster UI)"
-            elif "\n" in text:
-                text = "\n" + "\n".join(f"      {line}" for line in text.splitlines())
-            print(f"    {key}: {text}")
 
 
 def _print_quality_gate(result) -> None:
@@ -267,61 +255,71 @@ def _print_quality_gate(result) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facetalk", description="FaceTalk pipeline commands.")
+    parser = argparse.ArgumentParser(
+        prog="facetalk", description="FaceTalk pipeline commands.", formatter_class=DefaultsHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo_data = commands.add_parser("demo-data", help="write the deterministic demo dataset to PATH")
-    demo_data.add_argument("path")
-    demo_data.add_argument("--identities", type=int, default=4)
+    def command(name: str, text: str, run) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text, formatter_class=DefaultsHelpFormatter)
+        sub.set_defaults(run=run)
+        sub.add_argument("-v", "--verbose", action="store_true", help="Dagster's log and, on errors, the traceback")
+        return sub
+
+    demo_data = command("demo-data", "write the deterministic demo dataset to PATH", _demo_data)
+    demo_data.add_argument("path", metavar="PATH", help="folder to write (created; sequence folders go inside)")
+    demo_data.add_argument("--identities", type=int, default=4, help="number of synthetic people")
     demo_data.add_argument("--sequences", type=int, default=4, help="sequences per identity")
-    demo_data.add_argument("--seconds", type=float, default=4.0)
+    demo_data.add_argument("--seconds", type=float, default=4.0, help="length of each sequence in seconds")
     demo_data.add_argument("--mesh-resolution", type=int, default=48, help="NPHM-like mesh grid (0: no meshes)")
-    demo_data.add_argument("--seed", type=int, default=0)
-    demo_data.set_defaults(run=_demo_data)
+    demo_data.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
 
     for name, run, text in (
         ("ingest", _ingest, "register every sequence folder and materialize its per-sequence assets"),
-        ("segments", _segments, "materialize training_segments"),
+        ("segments", _segments, "materialize training_segments (the build_training_segments job)"),
         ("demo", _demo, "run the main job on the demo data (generated if absent)"),
     ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--data-root", help="dataset root (default: $FACETALK_DATA_ROOT or the demo data)")
-        command.add_argument("--store", help="store root (default: $FACETALK_STORE)")
+        sub = command(name, text, run)
+        sub.add_argument("--data-root", help="dataset root (default: $FACETALK_DATA_ROOT or the demo data)")
+        sub.add_argument("--store", help="store root (default: $FACETALK_STORE or var/store)")
         if name != "segments":
-            command.add_argument(
+            sub.add_argument(
                 "--fps", type=int, help="frame rate of the dataset's tracking (default: 24, the FaceTalk release)"
             )
-        command.set_defaults(run=run)
-        if name != "segments":
-            command.add_argument(
+            sub.add_argument(
                 "--encoder", help="Wav2Vec2 weights directory or checkpoint (default: $FACETALK_AUDIO_ENCODER)"
             )
-            command.add_argument(
+            sub.add_argument(
                 "--workers", type=int, default=_cores(), help="sequences ingested at once (default: the cores)"
             )
-            command.add_argument("-v", "--verbose", action="store_true", help="Dagster's log and stack traces")
         if name == "ingest":
-            command.add_argument("--sequence", action="append", help="only this sequence key (repeatable)")
-            command.add_argument(
-                "-c", "--config", help="per-sequence run config YAML, e.g. configs/ingest_sequence.yaml"
-            )
-            command.add_argument("--force", action="store_true", help="run unchanged sequences too")
-            command.add_argument(
+            sub.add_argument("--sequence", action="append", help="only this sequence key (repeatable; default: all)")
+            sub.add_argument("-c", "--config", help="per-sequence run config YAML, e.g. configs/ingest_sequence.yaml")
+            sub.add_argument("--force", action="store_true", help="run unchanged sequences too")
+            sub.add_argument(
                 "--prune", action="store_true", help="remove sequences whose folder is gone (partition + store)"
             )
-            command.add_argument(
+            sub.add_argument(
                 "--allow-random-encoder",
                 action="store_true",
                 help="ingest real data with the random demo encoder (features are meaningless)",
             )
         if name == "segments":
-            command.add_argument("-c", "--config", help="run config YAML, e.g. configs/training_segments.yaml")
-    remove = commands.add_parser("remove", help="remove sequences: deregister the partition, delete the store")
+            sub.add_argument("-c", "--config", help="run config YAML, e.g. configs/training_segments.yaml")
+        if name == "demo":
+            sub.add_argument(
+                "-c",
+                "--config",
+                help="run config YAML of the retrain job (ops: training_segments, facetalk_model, ...)",
+            )
+
+    remove = command("remove", "remove sequences: deregister the partition, delete the store", _remove)
     remove.add_argument("keys", nargs="+", metavar="KEY", help="sequence key, e.g. ID00_SEN01")
     remove.add_argument("--data-root", help="dataset root (default: $FACETALK_DATA_ROOT or the demo data)")
-    remove.add_argument("--store", help="store root (default: $FACETALK_STORE)")
-    remove.set_defaults(run=_remove)
-    animate = commands.add_parser("animate", help="any speech audio -> talking-head MP4 with the audio")
+    remove.add_argument("--store", help="store root (default: $FACETALK_STORE or var/store)")
+
+    animate = command("animate", "any speech audio -> talking-head MP4 with the audio", _animate)
     animate.add_argument("audio", help="any audio (or video) file ffmpeg reads")
     animate.add_argument("-o", "--out", required=True, help="output .mp4 (codes go to OUT.npz)")
     animate.add_argument(
@@ -331,30 +329,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder", help="Wav2Vec2 weights the model was trained with (default: $FACETALK_AUDIO_ENCODER)"
     )
     animate.add_argument("--identity", help=".npy identity code [1344] (default: zeros, the mean head)")
-    animate.add_argument("--head", choices=["analytic", "nphm"], default="analytic")
+    animate.add_argument(
+        "--head", choices=["analytic", "nphm"], default="analytic", help="head model that meshes the codes"
+    )
     animate.add_argument("--nphm-checkpoint", help="NPHM weights (required with --head nphm)")
-    animate.add_argument("--flame-template", help="template .ply for FLAME-variant checkpoints")
+    animate.add_argument("--flame-template", help="template .ply (required for FLAME-variant checkpoints)")
+    animate.add_argument(
+        "--audio",
+        dest="audio_track",
+        choices=["original", "cleaned"],
+        default="original",
+        help="audio track of the MP4: the file as given (AAC at its own rate and channels), or the cleaned "
+        "16 kHz mono track the model heard",
+    )
     animate.add_argument(
         "--resolution", type=int, default=64, help="marching-cubes grid per axis (64 preview, 256 final)"
     )
     animate.add_argument("--steps", type=int, default=50, help="DDIM sampling steps")
     animate.add_argument("--guidance", type=float, help="classifier-free guidance weight (default: the model's)")
-    animate.add_argument("--seed", type=int, default=0)
-    animate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    animate.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same motion)")
+    animate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
     animate.add_argument("--size", type=int, default=512, help="video width and height in pixels")
     animate.add_argument("--meshes", action="store_true", help="also write OUT_meshes/frame_NNNNN.ply")
     animate.add_argument("--no-codes", action="store_true", help="do not write OUT.npz")
     animate.add_argument("--max-seconds", type=float, default=600, help="refuse longer audio")
-    animate.set_defaults(run=_animate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; any error ends as one line `facetalk <command>: error: ...` (traceback with -v)."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
-        print(f"facetalk {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"facetalk {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # whatever the cause: one line for the user, the traceback only with -v
+        if args.verbose:
+            print(traceback_text(error), file=sys.stderr, end="")
+        print(error_line(args.command, error), file=sys.stderr)
         return 2
 
 

@@ -33,19 +33,28 @@ _worker: dict[str, Any] = {}  # this worker process's instance, resources, run c
 def ingest_partition(
     instance: DagsterInstance, resources: dict, key: str, run_config: dict, data_root: Path
 ) -> SequenceOutcome:
-    """One run of the `ingest_sequence` job for partition `key`, in this process."""
-    from pipelines.definitions import defs
-    from pipelines.runner import cli_tags
+    """One run of the `ingest_sequence` job for partition `key`, in this process, selecting the assets
+    whose inputs the folder holds (`assets_for`)."""
+    from pipelines.assets.ingestion import assets_for
+    from pipelines.runner import cli_tags, job_with_resources
+    from storage.layout import sequence_folder
 
-    job = defs.resolve_job_def(JOB_NAME)
     try:
-        result = job.execute_in_process(
-            run_config=run_config, instance=instance, partition_key=key, resources=resources,
-            raise_on_error=False, tags=cli_tags(),
+        selected = assets_for(sequence_folder(data_root, key))
+        result = job_with_resources(JOB_NAME, resources).execute_in_process(
+            run_config=_for_selection(run_config, selected), instance=instance, partition_key=key,
+            raise_on_error=False, tags=cli_tags(), asset_selection=selected,
         )  # fmt: skip
     except Exception as error:  # a run that could not even start (config, instance): report, go on
         return SequenceOutcome(key, "failed", failures=[Failure(JOB_NAME, "", f"{type(error).__name__}: {error}")])
     return outcome_of(key, result, data_root)
+
+
+def _for_selection(run_config: dict, selected: list) -> dict:
+    """The run config without the `ops` entries of assets left out (Dagster refuses config for them)."""
+    names = {key.to_user_string() for key in selected}
+    ops = {name: value for name, value in run_config.get("ops", {}).items() if name in names}
+    return {**run_config, "ops": ops} if "ops" in run_config else run_config
 
 
 def ingest_partitions(

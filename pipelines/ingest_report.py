@@ -64,7 +64,8 @@ def step_failures(result: ExecuteInProcessResult) -> list[tuple[str, str]]:
 
 
 def _is_dagster_wrapper(cls_name: str) -> bool:
-    return cls_name.startswith(("Dagster", "RetryRequested"))
+    # `Failure`: what a per-sequence asset raises from the real error (pipelines/partition_failure.py).
+    return cls_name.startswith(("Dagster", "RetryRequested")) or cls_name == "Failure"
 
 
 _PATH = re.compile(r"(/[^\s:'\",;()]+)")

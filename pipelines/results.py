@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MaterializeResult, MetadataValue
+import warnings
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MaterializeResult,
+    MetadataValue,
+    PartitionsDefinition,
+    PreviewWarning,
+)
 
 from ops.tracking.ingest import IngestOutcome
 from ops.tracking.validation import CheckOutcome
+from pipelines.check_descriptions import describe_check
 
 
-def check_specs(asset: str, names: list[str], blocking: bool = False) -> list[AssetCheckSpec]:
-    return [AssetCheckSpec(name, asset=asset, blocking=blocking) for name in names]
+def check_specs(
+    asset: str, names: list[str], blocking: bool = False, partitions_def: PartitionsDefinition | None = None
+) -> list[AssetCheckSpec]:
+    """The specs of `asset`'s checks, each with its description (pipelines/check_descriptions.py).
+
+    With the asset's `partitions_def`, each evaluation is kept per partition, so the UI sums up a
+    check over all sequences (passed / failed partitions) instead of showing the latest one only.
+    Dagster 1.13 flags partitioned checks as a preview; the warning is silenced here, once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [
+            AssetCheckSpec(
+                name, asset=asset, blocking=blocking, description=describe_check(name), partitions_def=partitions_def
+            )
+            for name in names
+        ]
 
 
 def to_check_result(check: CheckOutcome) -> AssetCheckResult:

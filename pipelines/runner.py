@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter, materialize
+from dagster import DagsterInstance, DagsterRunStatus, ExecuteInProcessResult, RunsFilter
 
 from ops.tracking.ingest import FeatureSettings, is_sequence_current
 from pipelines import lifecycle
@@ -188,10 +188,11 @@ def unchanged_sequences(
 ) -> set[str]:
     """Keys whose stored components are current (file stats only) and whose partition this instance
     has materialized, so that the UI agrees: no run is needed for them."""
-    from pipelines.assets.ingestion import AudioFeaturesConfig, NphmMeshesConfig
+    from pipelines.assets.ingestion import AudioFeaturesConfig, NphmMeshesConfig, assets_for
 
-    materialized = set.intersection(*(instance.get_materialized_partitions(a.key) for a in per_sequence_assets))
-    candidates = [s for s in sequences if s.key in materialized]
+    materialized = {a.key: instance.get_materialized_partitions(a.key) for a in per_sequence_assets}
+    # Assets of absent optional inputs are never materialized: only those a run would select count.
+    candidates = [s for s in sequences if all(s.key in materialized[key] for key in assets_for(s))]
     if not candidates:
         return set()
     feature_config = run_config.get("ops", {}).get("audio_features", {}).get("config", {})
@@ -208,43 +209,40 @@ def unchanged_sequences(
 def materialize_segments(
     instance: DagsterInstance, resources: dict, run_config: dict | None = None
 ) -> ExecuteInProcessResult:
-    from pipelines.assets.segments import training_segments
-
-    return materialize_assets([training_segments], instance, resources, run_config)
+    """One run of the `build_training_segments` job."""
+    return run_job("build_training_segments", instance, resources, run_config)
 
 
 def materialize_retrain(
     instance: DagsterInstance, resources: dict, run_config: dict | None = None
 ) -> ExecuteInProcessResult:
-    """training_segments -> both models -> evaluation, in one run (what the `retrain` job selects)."""
-    from pipelines.definitions import all_assets
-
-    selected = [a for a in all_assets if a.key.to_user_string() in RETRAIN_ASSETS]
-    return materialize_assets(selected, instance, resources, run_config)
+    """One run of the `retrain` job: training_segments -> both models -> evaluation."""
+    return run_job("retrain", instance, resources, run_config)
 
 
-RETRAIN_ASSETS = ("training_segments", "facetalk_model", "flame_model", "evaluation_metrics", "evaluation_renders")
-
-
-def materialize_assets(
-    assets: list,
-    instance: DagsterInstance,
-    resources: dict,
-    run_config: dict | None = None,
-    partition_key: str | None = None,
+def run_job(
+    name: str, instance: DagsterInstance, resources: dict, run_config: dict | None = None
 ) -> ExecuteInProcessResult:
-    """One run through the instance (so the UI lists it), tagged with this process for orphan cleanup.
+    """One run of the Definitions' job `name` in this process, through the instance, so the UI lists it
+    under the job's name (not `__ephemeral_asset_job__`); tagged with this process for orphan cleanup.
 
     The console shows INFO and up (`FACETALK_LOG_LEVEL`); every event is still in the instance.
     """
     level = os.environ.get("FACETALK_LOG_LEVEL", "INFO")
     run_config = {"loggers": {"console": {"config": {"log_level": level}}}, **(run_config or {})}
-    return materialize(
-        assets,
-        instance=instance,
-        resources=resources,
-        run_config=run_config,
-        partition_key=partition_key,
-        raise_on_error=False,
-        tags=cli_tags(),
+    return job_with_resources(name, resources).execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False, tags=cli_tags()
     )
+
+
+def job_with_resources(name: str, resources: dict):
+    """The Definitions' job `name` bound to these resources (the CLI's roots), ready to execute.
+
+    Bound at definition time, not passed to `execute_in_process`: Dagster refuses resources given
+    there together with an `asset_selection` (they would conflict with the assets' own)."""
+    from dagster import Definitions
+
+    from pipelines.definitions import all_assets, defs
+
+    jobs = [job for job in defs.jobs or [] if job.name == name]
+    return Definitions(assets=all_assets, jobs=jobs, resources=resources).resolve_job_def(name)

@@ -4,6 +4,7 @@ import json
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
+from pipelines.assets.ingestion import assets_for
 from pipelines.jobs import ingest_sequence_job
 from pipelines.lifecycle import missing_sequences
 from pipelines.partitions import sequences_partitions
@@ -62,7 +63,12 @@ def sequence_folder_sensor(
     if batch:
         context.log.info(f"{len(batch)} new sequences ({len(new_keys) - len(batch)} left for later ticks)")
     return SensorResult(
-        run_requests=[RunRequest(partition_key=key, run_key=_run_key(root / key)) for key in batch],
+        run_requests=[
+            RunRequest(
+                partition_key=key, run_key=_run_key(root / key), asset_selection=assets_for(dataset.sequence(key))
+            )
+            for key in batch
+        ],
         dynamic_partitions_requests=requests,
         cursor=next_cursor,
     )

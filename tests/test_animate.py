@@ -3,11 +3,15 @@ and every bad input fails with a message that names the file."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from models.checkpoint import CheckpointError
 from models.config import config_from_dict
@@ -25,6 +29,8 @@ pytestmark = pytest.mark.slow
 AUDIO_DIM = 64  # the tiny encoder fixture's hidden size
 FPS = 24
 FAST = {"resolution": 16, "steps": 4, "device": "cpu", "cpu_threads": 1, "video_size": 64}
+CLI_FAST = ("--resolution", "16", "--steps", "4", "--size", "64")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _tiny_config(variant: str = "nphm") -> dict:
@@ -152,7 +158,7 @@ def test_missing_checkpoint_is_named(tmp_path, tiny_encoder_dir, speech_wav):
 def test_checkpoint_that_is_not_a_model_is_named(tmp_path, tiny_encoder_dir, speech_wav):
     bogus = tmp_path / "bogus.ckpt"
     bogus.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"bogus\.ckpt.*unreadable"):
+    with pytest.raises(CheckpointError, match=r"bogus\.ckpt.*is not a model checkpoint"):
         animate_audio(speech_wav, bogus, tmp_path / "x.mp4", encoder_path=tiny_encoder_dir, **FAST)
 
 
@@ -198,3 +204,68 @@ def test_identity_code_of_the_wrong_size_is_refused(tmp_path, checkpoint, tiny_e
     with pytest.raises(AnimationError, match="1344 values, got 10"):
         animate_audio(speech_wav, checkpoint, tmp_path / "x.mp4", encoder_path=tiny_encoder_dir,
                       identity_code=np.zeros(10), **FAST)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _facetalk_animate(tmp_path: Path, audio: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), FACETALK_HOME=str(tmp_path / "home"))
+    command = [sys.executable, "-m", "pipelines.cli", "animate", str(audio), "-o", str(out), *CLI_FAST, *args]
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_video_carries_the_original_audio_or_on_request_the_cleaned(tmp_path, checkpoint, tiny_encoder_dir):
+    voice = tmp_path / "voice.flac"  # stereo 44.1 kHz: neither the model's 16 kHz nor mono
+    wave = speech_like(1.5, rate=44_100)
+    soundfile.write(voice, np.stack([wave, 0.5 * wave], axis=1), 44_100)
+    model = ("-m", str(checkpoint), "--encoder", str(tiny_encoder_dir))
+
+    original = _facetalk_animate(tmp_path, voice, tmp_path / "original.mp4", *model)
+    assert original.returncode == 0, original.stdout + original.stderr
+    assert "s of original audio)" in original.stdout
+    info = _check_video(tmp_path / "original.mp4", 1.5)
+    assert (info["audio_sample_rate"], info["audio_channels"]) == (44_100, 2)
+
+    cleaned = _facetalk_animate(tmp_path, voice, tmp_path / "cleaned.mp4", *model, "--audio", "cleaned")
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    info = _check_video(tmp_path / "cleaned.mp4", 1.5)
+    assert (info["audio_sample_rate"], info["audio_channels"]) == (16_000, 1)
+
+
+def test_a_video_given_as_audio_lends_its_audio_track(tmp_path, checkpoint, tiny_encoder_dir, speech_wav):
+    # ffmpeg takes the audio stream of a video file (AAC at 22.05 kHz here), cut to the generated frames.
+    result = animate_audio(speech_wav, checkpoint, tmp_path / "talk.mp4", encoder_path=tiny_encoder_dir, **FAST)
+    again = animate_audio(result.video, checkpoint, tmp_path / "again.mp4", encoder_path=tiny_encoder_dir, **FAST)
+    info = _check_video(again.video, again.n_frames / FPS)  # AAC priming makes the MP4's audio a frame longer
+    assert info["audio_codec"] == "aac" and info["audio_sample_rate"] == 22_050
+
+
+def test_cli_errors_name_flags_not_python_parameters(
+    tmp_path, checkpoint, flame_checkpoint, tiny_encoder_dir, speech_wav
+):
+    flame_model, _ = flame_checkpoint
+    out = tmp_path / "x.mp4"
+    encoder = ("--encoder", str(tiny_encoder_dir))
+    cases = [
+        (("-m", str(flame_model), *encoder), ["FLAME-variant", "pass --flame-template <template .ply>"]),
+        (("-m", str(checkpoint), "--head", "nphm", *encoder), ["needs --nphm-checkpoint"]),
+        (("-m", str(checkpoint), "--identity", str(speech_wav), *encoder), ["--identity", "speech.wav"]),
+        (("-m", str(checkpoint), "--encoder", str(tmp_path / "no-encoder")), ["no-encoder"]),
+        (("-m", str(speech_wav), *encoder), ["speech.wav", "is not a model checkpoint (a WAV audio file)"]),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((("-m", str(checkpoint), *encoder, "--device", "cuda"), ["--device 'cuda'", "no CUDA GPU"]))
+    for args, words in cases:
+        result = _facetalk_animate(tmp_path, speech_wav, out, *args)
+        assert result.returncode == 2, (args, result.stdout + result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("facetalk animate: error: ")]
+        assert len(errors) == 1, result.stderr
+        for word in words:
+            assert word in errors[0], (args, errors[0])
+        assert not any(name in errors[0] for name in ("flame_template", "nphm_checkpoint", "identity_code")), errors
+
+    verbose = _facetalk_animate(tmp_path, speech_wav, out, "-m", str(flame_model), *encoder, "-v")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr and "InferenceError" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1].startswith("facetalk animate: error: ")

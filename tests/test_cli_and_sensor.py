@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+from dagster import AssetKey, DagsterInstance, RunRequest, SkipReason, build_sensor_context
 
 from pipelines.resources import DatasetResource, StoreResource
 from pipelines.sensors import MAX_NEW_PER_TICK, sequence_folder_sensor
@@ -55,10 +55,27 @@ def test_facetalk_ingest_then_dagster_cli_materializes_segments(tmp_path, tiny_e
     flame_sequences = {reader.manifest.column("sequence")[int(i)].as_py() for i in reader.indices(flame=True)}
     assert reader.has("flame_offsets") and flame_sequences == {"ID0_SEN01", "ID2_SEN01"}
 
-    # Both runs went through the persistent instance, so the UI lists them.
+    segments = subprocess.run(
+        [*facetalk, "segments", "-c", str(config)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert segments.returncode == 0, segments.stdout + segments.stderr
+    assert "materialized training_segments:" in segments.stdout and "n_segments: 6" in segments.stdout
+
+    # Every run went through the persistent instance, so the UI lists them, under the job's name.
     instance = DagsterInstance.from_config(str(tmp_path / "dagster_home"))
-    assert len(instance.get_runs()) == 4
+    assert sorted(run.job_name for run in instance.get_runs()) == [
+        "__ASSET_JOB",  # `dagster asset materialize`
+        "build_training_segments",
+        *["ingest_sequence"] * 3,
+    ]
     assert set(instance.get_dynamic_partitions("sequences")) == {"ID0_SEN01", "ID1_SEN01", "ID2_SEN01"}
+    # Absent optional inputs leave their partitions missing, and audio_features still ran for them.
+    assert instance.get_materialized_partitions(AssetKey("flame_vertices")) == {"ID0_SEN01", "ID2_SEN01"}
+    assert instance.get_materialized_partitions(AssetKey("nphm_meshes")) == set()
+    assert len(instance.get_materialized_partitions(AssetKey("audio_features"))) == 3
+
+    again = subprocess.run([*facetalk, "ingest"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert "3 sequences: 0 ok, 3 unchanged, 0 failed" in again.stdout, again.stdout  # absent is not stale
 
 
 def test_facetalk_cli_reports_missing_root(tmp_path):
@@ -88,6 +105,10 @@ def test_sensor_registers_new_sequences_in_bounded_batches(tmp_path):
     first = tick(None)
     assert len(first.run_requests) == MAX_NEW_PER_TICK
     assert all(isinstance(r, RunRequest) and r.partition_key.startswith("ID") for r in first.run_requests)
+    # Empty folders: no FLAME, no meshes, so those assets are not selected (their partitions stay missing).
+    assert {k.to_user_string() for k in first.run_requests[0].asset_selection} == {
+        "cleaned_audio", "nphm_expressions", "audio_features",
+    }  # fmt: skip
     second = tick(first.cursor)
     assert [r.partition_key for r in second.run_requests] == [
         f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK, MAX_NEW_PER_TICK + 5)

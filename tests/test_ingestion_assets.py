@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
@@ -158,3 +158,26 @@ def test_inconsistent_frame_counts_are_flagged_with_the_numbers(tmp_path, resour
     assert metadata["motion_spread_frames"] == 20 and metadata["audio_frames"] == pytest.approx(141)
     assert "nphm 141, flame 121" in check.description and "differs by 20 frames" in check.description
     assert all(c.passed for name, c in checks.items() if name != "components_consistent")
+
+
+def test_absent_optional_inputs_materialize_nothing(resources, dataset):
+    from pipelines.assets.ingestion import assets_for
+    from storage.layout import sequence_folder
+
+    write_sequence(dataset, "ID9_SEN01", n_frames=24, seed=9, flame=False, nphm_meshes=False)
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("sequences", ["ID9_SEN01"])
+    selected = assets_for(sequence_folder(dataset, "ID9_SEN01"))
+    assert {key.to_user_string() for key in selected} == {"cleaned_audio", "nphm_expressions", "audio_features"}
+    # As the CLI and the sensor run it: the absent inputs' assets left out, audio_features runs.
+    result = materialize(per_sequence_assets, partition_key="ID9_SEN01", resources=resources, instance=instance,
+                         selection=selected)  # fmt: skip
+    assert result.success and set(_metadata(result)) == {"cleaned_audio", "nphm_expressions", "audio_features"}
+    # Everything selected (the UI's default): the optional assets write nothing, their checks say why;
+    # Dagster then skips audio_features, downstream of the skipped flame_vertices.
+    everything = materialize(per_sequence_assets, partition_key="ID9_SEN01", resources=resources, instance=instance)
+    assert everything.success and "flame_vertices" not in _metadata(everything)
+    checks = [e.event_specific_data for e in everything.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert any(c.check_name == "vertex_dim" and "not applicable" in (c.description or "") for c in checks)
+    for asset in ("flame_vertices", "nphm_meshes"):
+        assert instance.get_materialized_partitions(AssetKey(asset)) == set()

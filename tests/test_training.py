@@ -128,8 +128,12 @@ def test_missing_and_unreadable_checkpoints_fail_clearly(tmp_path):
         load_motion_model(tmp_path / "nope.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"garbage\.ckpt.*unreadable"):
+    with pytest.raises(CheckpointError, match=r"garbage\.ckpt.*is not a model checkpoint \(not a PyTorch file\)"):
         load_motion_model(garbage)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(b"PK\x03\x04 cut short")  # a zip's start: a checkpoint, damaged
+    with pytest.raises(CheckpointError, match=r"truncated\.ckpt.*unreadable"):
+        load_motion_model(truncated)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="not a FaceTalk"):

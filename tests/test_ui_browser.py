@@ -19,13 +19,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+from dagster import DagsterInstance
 
+from pipelines.check_descriptions import CHECK_DESCRIPTIONS
 from pipelines.instance_config import instance_yaml
 from tests.builders import write_sequence
 from tests.dagster_server import (
     DagsterServer,
     asset_nodes,
+    graphql,
     launch_asset_run,
     mark_community_prompt_seen,
     running_dagster_dev,
@@ -37,7 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 LOCATION = "facetalk"  # workspace.yaml's location_name
 SEGMENT_CONFIG = {"ops": {"training_segments": {"config": {"segment_frames": 24, "stride": 12}}}}
 N_FRAMES = 50  # -> windows at 0, 12, 24 per sequence with 24-frame segments and stride 12
-EXPECTED_SEGMENTS = 3 * 3
+EXPECTED_SEGMENTS = 3 * 3  # the broken sequence is not ingested
+BROKEN = "ID3_SEN01"
+BROKEN_FRAME = "nphm_tracking/nphm_expressions/frame_0003.npz"
+N_PARTITIONS = 4
 INGESTION_ASSETS = ["cleaned_audio", "audio_features", "nphm_expressions", "flame_vertices", "nphm_meshes"]
 PAGE_TIMEOUT_MS = 60_000  # the UI's first GraphQL queries are slow on 2 cores
 
@@ -92,12 +99,22 @@ def server(browser, tmp_path_factory, tiny_encoder_dir) -> Iterator[DagsterServe
     """`dagster dev` over a fresh instance into which `facetalk ingest` put three sequences."""
     root = tmp_path_factory.mktemp("ui")
     data = root / "data"
-    for identity in range(3):
-        write_sequence(data, f"ID{identity}_SEN01", n_frames=N_FRAMES, seed=identity, nphm_meshes=False)
+    for identity in range(3):  # ID1 has no FLAME tracking; only ID0 has NPHM meshes
+        write_sequence(
+            data,
+            f"ID{identity}_SEN01",
+            n_frames=N_FRAMES,
+            seed=identity,
+            flame=identity != 1,
+            nphm_meshes=identity == 0,
+        )
+    write_sequence(data, BROKEN, n_frames=N_FRAMES, seed=3, nphm_meshes=False)
+    np.savez(data / BROKEN / BROKEN_FRAME, something_else=np.zeros(200, np.float32))  # nphm_expressions fails
     dagster_home = root / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(instance_yaml())  # what `facetalk ingest` and `make ui` write
     mark_community_prompt_seen(dagster_home)
+    DagsterInstance.from_config(str(dagster_home))  # the schema, before dagster dev and ingest workers race for it
     env = {
         **os.environ,
         "FACETALK_HOME": str(root / "facetalk_home"),
@@ -120,8 +137,8 @@ def server(browser, tmp_path_factory, tiny_encoder_dir) -> Iterator[DagsterServe
             timeout=300,
             check=False,
         )
-        assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-        assert "3 sequences: 3 ok, 0 unchanged, 0 failed" in ingest.stdout
+        assert ingest.returncode == 1, ingest.stdout + ingest.stderr  # the broken sequence
+        assert "4 sequences: 3 ok, 0 unchanged, 1 failed" in ingest.stdout, ingest.stdout
         _phase("ingest (server starting alongside)", started)
         wait_until_ready(dev, LOCATION, timeout=150)
         _phase("server ready", started)
@@ -186,7 +203,9 @@ def test_catalog_lists_every_asset_and_which_were_materialized(server, segments_
         # assets only training_segments was materialized.
         partitioned = sum(a.is_partitioned for a in defined)
         never_materialized = len(defined) - partitioned - 1
-        expect(page.get_by_text("3 partitions", exact=True)).to_have_count(partitioned, timeout=PAGE_TIMEOUT_MS)
+        expect(page.get_by_text(f"{N_PARTITIONS} partitions", exact=True)).to_have_count(
+            partitioned, timeout=PAGE_TIMEOUT_MS
+        )
         expect(page.get_by_text("Never materialized", exact=True)).to_have_count(
             never_materialized, timeout=PAGE_TIMEOUT_MS
         )
@@ -202,8 +221,9 @@ def test_ingestion_lineage_graph_shows_per_sequence_assets_feeding_segments(serv
     page.goto(f"{server.url}/locations/{LOCATION}/asset-groups/ingestion")
     with _screenshot_on_failure(page, tmp_path, "ingestion_lineage"):
         _wait_for_texts(page, [*ingestion, "training_segments"])  # training_segments: the downstream link
-        # Every ingestion asset has all three sequence partitions materialized.
-        expect(page.get_by_text("100% filled", exact=True)).to_have_count(len(ingestion), timeout=PAGE_TIMEOUT_MS)
+        # Only cleaned_audio has every partition: FLAME and meshes are absent for some sequences
+        # (not counted as filled), and the broken sequence failed nphm_expressions.
+        expect(page.get_by_text("100% filled", exact=True)).to_have_count(1, timeout=PAGE_TIMEOUT_MS)
     assert _screenshot(page, tmp_path, "ingestion_lineage").stat().st_size > 10_000
 
 
@@ -219,3 +239,67 @@ def test_asset_page_shows_latest_materialization_and_metadata(server, segments_r
     with _screenshot_on_failure(page, tmp_path, "training_segments_events"):
         _wait_for_texts(page, [f"Materialized in run {segments_run_id[:8]}"])
     _screenshot(page, tmp_path, "training_segments_events")
+
+
+RUNS_QUERY = """
+query Runs {
+  runsOrError { ... on Runs { results { runId jobName tags { key value } } } }
+}
+"""
+
+
+def test_cli_runs_carry_the_job_name(server, segments_run_id, page, tmp_path):
+    from playwright.sync_api import expect
+
+    runs = graphql(server, RUNS_QUERY)["runsOrError"]["results"]
+    from_cli = [r for r in runs if {"key": "facetalk/launched_by", "value": "facetalk"} in r["tags"]]
+    assert len(from_cli) == N_PARTITIONS and {r["jobName"] for r in from_cli} == {"ingest_sequence"}
+    page.goto(f"{server.url}/runs")
+    with _screenshot_on_failure(page, tmp_path, "runs"):
+        page.get_by_text("ingest_sequence").first.wait_for(state="visible")
+        expect(page.get_by_text("__ephemeral_asset_job__")).to_have_count(0)
+    _screenshot(page, tmp_path, "runs")
+
+
+def test_asset_checks_are_described_and_summed_over_partitions(server, segments_run_id, page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/assets/nphm_expressions?view=checks")
+    with _screenshot_on_failure(page, tmp_path, "nphm_expressions_checks"):
+        for name in ("expression_dim", "expression_finite"):  # the page opens on the first; click each
+            page.get_by_text(name, exact=True).first.click()
+            page.get_by_text(CHECK_DESCRIPTIONS[name]).first.wait_for(state="visible")
+            expect(page.get_by_text("No description provided")).to_have_count(0)
+    _screenshot(page, tmp_path, "nphm_expressions_checks")
+    # Evaluated per partition: the check's Partitions tab counts them (the broken sequence's failed).
+    page.get_by_role("tab", name="Partitions").last.click()
+    with _screenshot_on_failure(page, tmp_path, "nphm_expressions_check_partitions"):
+        _wait_for_texts(page, ["Passed (3)", "Execution Failed (1)"])
+    _screenshot(page, tmp_path, "nphm_expressions_check_partitions")
+
+
+def test_absent_optional_inputs_leave_partitions_missing(server, segments_run_id, page, tmp_path):
+    page.goto(f"{server.url}/assets/flame_vertices?view=partitions")
+    with _screenshot_on_failure(page, tmp_path, "flame_vertices_partitions"):
+        # ID0, ID2 and the broken ID3 have FLAME tracking; ID1 has none.
+        _wait_for_texts(page, ["Materialized (3)", "Missing (1)"])
+    _screenshot(page, tmp_path, "flame_vertices_partitions")
+    page.goto(f"{server.url}/assets/nphm_meshes?view=partitions")
+    with _screenshot_on_failure(page, tmp_path, "nphm_meshes_partitions"):
+        _wait_for_texts(page, ["Materialized (1)", "Missing (3)"])
+    _screenshot(page, tmp_path, "nphm_meshes_partitions")
+
+
+def test_failed_partition_says_which_file_and_why(server, segments_run_id, page, tmp_path):
+    page.goto(f"{server.url}/assets/nphm_expressions?view=partitions&partition={BROKEN}")
+    with _screenshot_on_failure(page, tmp_path, "failed_partition"):
+        page.get_by_text("failed, and did not materialize this asset").first.wait_for(state="visible")
+    _screenshot(page, tmp_path, "failed_partition")
+    # OSS Dagster keeps no "failed to materialize" event; the asset's observation for the partition
+    # carries the file and the problem, one click away on the partition page (not in the run's logs).
+    page.get_by_text("View all historical events (1)").click()
+    with _screenshot_on_failure(page, tmp_path, "failed_partition_events"):
+        page.get_by_role("dialog").get_by_text(BROKEN, exact=True).first.click()  # unfold the observation
+        page.get_by_text(f"{BROKEN}/{BROKEN_FRAME}").first.wait_for(state="visible")
+        page.get_by_text("problem", exact=True).first.wait_for(state="visible")
+    _screenshot(page, tmp_path, "failed_partition_events")

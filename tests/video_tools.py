@@ -38,7 +38,7 @@ def probe_video(path: str | os.PathLike, ffprobe: str = "ffprobe") -> dict:
     """Facts about an MP4 from ffprobe: frame count, fps, size, codecs, durations.
 
     Returns {"n_frames", "fps", "width", "height", "video_codec", "pix_fmt", "video_duration",
-    "audio_codec", "audio_duration", "audio_sample_rate"} (audio keys are None without audio).
+    "audio_codec", "audio_duration", "audio_sample_rate", "audio_channels"} (audio keys are None without audio).
     """
     path = Path(path)
     if not path.is_file():
@@ -75,4 +75,5 @@ def probe_video(path: str | os.PathLike, ffprobe: str = "ffprobe") -> dict:
         "audio_codec": audio["codec_name"] if audio else None,
         "audio_duration": seconds(audio),
         "audio_sample_rate": int(audio["sample_rate"]) if audio else None,
+        "audio_channels": int(audio["channels"]) if audio else None,
     }

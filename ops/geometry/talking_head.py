@@ -169,6 +169,7 @@ def render_talking_head(
     out_mp4: str | Path,
     audio_samples: np.ndarray | None = None,
     sample_rate: int | None = None,
+    audio_file: str | Path | None = None,
     fps: float,
     render_config: RenderConfig | None = None,
     ground_truth=None,
@@ -183,7 +184,8 @@ def render_talking_head(
 
     meshes_or_vertex_sequence: see `mesh_frames`. With `ground_truth` (same forms), each frame is
     ground truth (left) beside generated (right) under one camera, paired up to the shorter one.
-    The audio (mono float samples) is cut to the video's length. `bounds` (min [3], max [3]) skips
+    The audio, mono float samples or `audio_file` (any file ffmpeg reads, muxed at its own rate and
+    channels), is cut to the video's length. `bounds` (min [3], max [3]) skips
     the pass over all frames that fitting the camera otherwise needs (the ground truth's bounds are
     still added). `preview_png` saves the first frame.
     """
@@ -198,14 +200,17 @@ def render_talking_head(
         known = getattr(reference, "bounds", None)  # stored meshes know theirs: no pass over the frames
         bounds = _union(bounds, known() if callable(known) else sequence_bounds(v for v, _ in reference))
         n_frames = min(n_frames, len(reference))
-    audio = _trimmed_audio(audio_samples, sample_rate, n_frames, fps)
+    if audio_file is not None and audio_samples is not None:
+        raise ValueError("pass the audio as samples or as a file, not both")
+    audio = _trimmed_audio(audio_samples, sample_rate, n_frames, fps) if audio_file is None else Path(audio_file)
     out_mp4 = Path(out_mp4)
     width = config.width * (2 if reference is not None else 1)
     with Renderer(config) as renderer:
         renderer.fit_camera(*bounds)
         with Mp4Writer(
-            out_mp4, width, config.height, video_config or VideoConfig(fps=fps), audio, sample_rate
-        ) as writer:
+            out_mp4, width, config.height, video_config or VideoConfig(fps=fps), audio, sample_rate,
+            audio_seconds=n_frames / fps if audio_file is not None else None,
+        ) as writer:  # fmt: skip
             for frame in range(n_frames):
                 image = renderer.render(*generated[frame])
                 if reference is not None:
@@ -248,6 +253,7 @@ def render_expression_video(
     audio_samples: np.ndarray | None,
     sample_rate: int | None,
     fps: float,
+    audio_file: str | Path | None = None,
     resolution: int = 64,
     method: str = "coarse_to_fine",
     meshes_dir: str | Path | None = None,
@@ -260,7 +266,8 @@ def render_expression_video(
     """Mesh every frame of codes [T, 200] and render them with the audio, in bounded memory.
 
     Meshes go to `meshes_dir` as frame_NNNNN.ply (kept) or to a temporary folder beside the video
-    (removed afterwards). `progress(stage, done, total)` reports both passes. `cpu_threads` sets
+    (removed afterwards). The audio: samples, or `audio_file` (see `render_talking_head`).
+    `progress(stage, done, total)` reports both passes. `cpu_threads` sets
     torch's intra-op threads while meshing (see `torch_threads`).
     """
     out_mp4 = Path(out_mp4)
@@ -285,8 +292,8 @@ def render_expression_video(
                     progress("meshing", frame + 1, len(codes))
         report = (lambda done, total: progress("rendering", done, total)) if progress is not None else None
         return render_talking_head(
-            PlyMeshSequence(paths), out_mp4=out_mp4, audio_samples=audio_samples, sample_rate=sample_rate, fps=fps,
-            render_config=render_config, ground_truth=ground_truth, bounds=(lo, hi), preview_png=preview_png,
+            PlyMeshSequence(paths), out_mp4=out_mp4, audio_samples=audio_samples, sample_rate=sample_rate,
+            audio_file=audio_file, fps=fps, render_config=render_config, ground_truth=ground_truth, bounds=(lo, hi), preview_png=preview_png,
             progress=report,
         )  # fmt: skip
     finally:

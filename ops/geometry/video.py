@@ -47,8 +47,10 @@ class Mp4Writer:
     Use as a context manager: leaving the block normally finalizes and renames the file; an
     exception kills ffmpeg and removes the temporary file.
 
-    audio: a path to any audio file ffmpeg reads, or a float waveform ([N] or [N, C], in
-    [-1, 1]) together with `sample_rate`. The audio is muxed as is (not trimmed to the video).
+    audio: a path to any audio (or video) file ffmpeg reads, encoded to AAC at its own sample rate
+    and channels, or a float waveform ([N] or [N, C], in [-1, 1]) together with `sample_rate`.
+    `audio_seconds` cuts the audio to that length (the video's, so both streams end together);
+    None muxes it whole.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Mp4Writer:
         config: VideoConfig,
         audio: AudioSource = None,
         sample_rate: int | None = None,
+        audio_seconds: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.width, self.height, self.config = width, height, config
@@ -82,7 +85,8 @@ class Mp4Writer:
             movflags="+faststart", r=config.fps,
         )  # fmt: skip
         if audio_path is not None:
-            streams.append(ffmpeg.input(str(audio_path)).audio)
+            trim = {"t": f"{audio_seconds:.6f}"} if audio_seconds is not None else {}
+            streams.append(ffmpeg.input(str(audio_path), **trim).audio)
             output_args.update(acodec="aac", audio_bitrate=config.audio_bitrate)
         stream = ffmpeg.output(*streams, str(self._partial), **output_args)
         stream = stream.global_args("-loglevel", "error", "-nostdin")

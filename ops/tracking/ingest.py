@@ -132,6 +132,13 @@ def nphm_fingerprint(seq: SequenceFolder, fps: int) -> InputFingerprint:
     return InputFingerprint.of_files(files, seq.path, fps=fps, code=CODE_VERSIONS["nphm"])
 
 
+def optional_inputs_present(seq: SequenceFolder) -> dict[str, bool]:
+    """Which optional inputs the folder holds, by component: FLAME tracking, NPHM meshes. An absent
+    one is not ingested: its component is not written and its asset not materialized."""
+    meshes = seq.nphm_meshes_dir
+    return {"flame": seq.flame_dir.is_dir(), "nphm_meshes": meshes.is_dir() and any(meshes.glob("*.ply"))}
+
+
 def flame_fingerprint(seq: SequenceFolder, fps: int) -> InputFingerprint | None:
     """None when the sequence has no FLAME tracking (optional)."""
     if not seq.flame_dir.is_dir():

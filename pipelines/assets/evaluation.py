@@ -6,7 +6,6 @@ from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
     Config,
     MaterializeResult,
@@ -17,6 +16,7 @@ from dagster import (
 from ops.evaluation.plots import png_markdown
 from pipelines.assets.training import facetalk_model, flame_model
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
+from pipelines.results import check_specs
 from storage.atomic import atomic_directory, atomic_write_bytes
 from storage.location import StorePath, is_remote
 from storage.segments import SegmentReader, current_segments_dir
@@ -69,7 +69,7 @@ def _mouth_plots(evaluation, store: StoreResource, fps: float) -> str:
 @asset(
     group_name="evaluation",
     deps=[facetalk_model, flame_model],
-    check_specs=[AssetCheckSpec(BASELINE_CHECK, asset="evaluation_metrics", blocking=True)],
+    check_specs=check_specs("evaluation_metrics", [BASELINE_CHECK], blocking=True),
     kinds={"pytorch"},
 )
 def evaluation_metrics(
