@@ -143,10 +143,10 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
     print("training segments -> facetalk_model + flame_model -> evaluation_metrics + evaluation_renders ...")
     result = materialize_retrain(instance, resources, run_config)
+    _print_quality_gate(result)
     # The summary also after a failed step: what was made (metrics, videos) is still worth showing.
     for line in demo_summary(result, time.time() - started, ui_hint(settings.dagster_home())):
         print(line)
-    _print_quality_gate(result)
     if not result.success:
         failures = failure_messages(result)
         lost = [n for n in metadata_value(result, "evaluation_metrics", "notes") or [] if "LOSES to" in n]
@@ -156,7 +156,11 @@ def _demo(args: argparse.Namespace) -> int:
                 print(f"    {note}", file=sys.stderr)
         if _only_the_quality_gate_failed(result, failures):
             # The demo ran end to end; its tiny model not beating every baseline is a finding, not a crash.
-            print("demo complete, but the quality gate FAILED (above): the demo model does not beat every baseline")
+            print(
+                "facetalk demo: the pipeline ran end to end, but the quality gate FAILED (above): "
+                "the demo model does not beat every audio-free baseline",
+                file=sys.stderr,
+            )
             return 1 if summary.failed else 0
         for line in failures:
             print(f"facetalk {args.command}: error: {line}", file=sys.stderr)

@@ -66,7 +66,9 @@ def metrics_lines(markdown: str) -> list[str]:
                 table.append(cells)
         else:
             flush()
-            if line.strip():
+            # Headings only: the bullet lists (metric legends, baseline wins) are for the asset page;
+            # `facetalk demo` prints the wins once, beside the quality gate.
+            if line.strip() and not line.lstrip().startswith("-"):
                 lines.append(line.strip().strip("*") + ":")
     flush()
     return lines
