@@ -9,6 +9,7 @@ bounding box without reading it (`bounds()`), so a renderer fits its camera with
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,8 +45,9 @@ class _IndexedFrames(Sequence[MeshFrame]):
             raise IndexError(f"frame {frame} out of range [0, {self.n})")
         return self._read(frame)
 
+    @abstractmethod
     def _read(self, frame: int) -> MeshFrame:
-        raise NotImplementedError
+        """One frame's (vertices, faces), from wherever this kind of index keeps them."""
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(min [3], max [3]) over the first `len(self)` frames, from the index."""
