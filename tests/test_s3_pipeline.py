@@ -17,23 +17,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 
 from models.config import load_config, save_config
 from models.train import latest_checkpoint
 from ops.demo.synthetic_segments import write_synthetic_segment_store
 from pipelines.assets.evaluation import BASELINE_CHECK, evaluation_metrics, evaluation_renders
-from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
 from pipelines.assets.training import facetalk_model, flame_model
 from pipelines.cli import main as facetalk
-from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource, default_resources
+from pipelines.resources import DatasetResource, default_resources
 from pipelines.runner import failure_messages
 from pipelines.settings import PROJECT_ROOT
 from storage.atomic import completion_marker
 from storage.location import StoreLocationError, is_remote, store_path
 from storage.transfer import local_copy
 from tests.builders import write_sequence
+from tests.dagster_ingest import ingest_every_partition
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -77,18 +77,7 @@ def _metadata(result) -> dict[str, dict]:
 
 def _run_everything(dataset: Path, store_root: str, encoder: Path) -> dict[str, dict]:
     """Every sequence (one run per partition, as `facetalk ingest` does), then the retrain assets."""
-    resources = {
-        "dataset": DatasetResource(root=str(dataset)),
-        "store": StoreResource(root=store_root),
-        "audio_encoder": AudioEncoderResource(path=str(encoder)),
-    }
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("sequences", KEYS)
-    for key in KEYS:
-        result = materialize(
-            per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False
-        )
-        assert result.success, failure_messages(result)
+    resources, instance = ingest_every_partition(dataset, store_root, encoder, KEYS)
     result = materialize(RETRAIN, resources=resources, instance=instance, run_config=RUN_CONFIG, raise_on_error=False)
     # A 4-step model may lose to the audio-free baseline: the blocking check may fail, nothing else.
     failed = {e.step_key: e.event_specific_data.error.message for e in result.get_step_failure_events()}

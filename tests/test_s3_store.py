@@ -19,14 +19,13 @@ import pytest
 if importlib.util.find_spec("s3fs") is None or importlib.util.find_spec("moto") is None:
     pytest.skip("needs s3fs and moto[server] (the dev extras)", allow_module_level=True)
 
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 
 from models.data import SegmentDataset
 from ops.dataset.segmenting import SegmentingConfig, build_training_segments
 from ops.tracking import ingest as ingest
-from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
-from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
+from pipelines.resources import StoreResource
 from pipelines.runner import failure_messages
 from storage import sequence_store
 from storage.atomic import completion_marker
@@ -36,6 +35,7 @@ from storage.location import OPTIONS_ENV, StoreLocationError, is_remote, store_p
 from storage.segments import SegmentReader, current_segments_dir, frames_dir
 from storage.sequence_store import COMPONENTS, ComponentMissing, SequenceStore
 from tests.builders import write_sequence
+from tests.dagster_ingest import ingest_every_partition
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ["ID0_SEN01", "ID1_SEN01", "ID2_SEN01"]  # three identities: train, val and test get one each
@@ -65,18 +65,7 @@ def _run_local_reference(dataset: Path, store_root: Path, encoder: Path) -> None
 
 def _run_pipeline(dataset: Path, store_root: str, encoder: Path) -> None:
     """Ingest every sequence and build the segments through Dagster, one run per partition as `facetalk ingest` does."""
-    resources = {
-        "dataset": DatasetResource(root=str(dataset)),
-        "store": StoreResource(root=store_root),
-        "audio_encoder": AudioEncoderResource(path=str(encoder)),
-    }
-    instance = DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("sequences", KEYS)
-    for key in KEYS:
-        result = materialize(
-            per_sequence_assets, partition_key=key, resources=resources, instance=instance, raise_on_error=False
-        )
-        assert result.success, failure_messages(result)
+    resources, instance = ingest_every_partition(dataset, store_root, encoder, KEYS)
     run_config = {"ops": {"training_segments": {"config": SEGMENTS}}}
     result = materialize(
         [training_segments], resources=resources, instance=instance, run_config=run_config, raise_on_error=False

@@ -26,12 +26,7 @@ def loss_curve_png(history: dict[str, list[list[float]]], path: Path, title: str
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def png_markdown(path: Path, alt: str) -> str:
@@ -66,12 +61,7 @@ def mouth_opening_png(tracks: dict, path: Path, title: str, fps: float) -> Path:
         envelope.set_ylabel("audio RMS")
         envelope.set_ylim(bottom=0)
     axes.legend(loc="upper left", fontsize=7)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 INLINE_MARKDOWN_LIMIT = 1000  # the Dagster UI shows Markdown metadata shorter than this inline, longer behind a link
@@ -116,3 +106,15 @@ def _sparkline(series: dict[str, np.ndarray], n_points: int, alt: str) -> str:
         f"<text x='2' y='{height - 2}' font-size='10'>{label}</text></svg>"
     )
     return f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Write the figure as a PNG at `path` (folders created) and free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
