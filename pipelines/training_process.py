@@ -7,8 +7,8 @@ succeeds), streams its progress lines back as Dagster logs, and reports the mate
 the same metadata the asset showed when it trained in-process. An exception closes the Pipes
 session with the error, which the launcher turns into the asset's failure message.
 
-It imports only `dagster_pipes` at the top, so it starts without `dagster`; torch and Lightning are
-imported when training starts. The store may be a URL (`s3://...`): its options come from the
+torch and Lightning are imported when training starts, not with the module (which, being in
+`pipelines/`, loads the code location's modules first). The store may be a URL (`s3://...`): its options come from the
 environment, which the launcher passes on.
 """
 

@@ -1,11 +1,16 @@
 """facetalk_model / flame_model through Dagster, and the retrain sensor."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from dagster import DagsterEventType, RunRequest, SkipReason, build_sensor_context, materialize
 
 from pipelines.assets.training import facetalk_model, flame_model
 from pipelines.retraining import retrain_on_new_data
 from pipelines.runner import failure_messages, ingest_sequences
+from pipelines.settings import PROJECT_ROOT
 from pipelines.training_launch import training_launcher_from_env
 from tests.builders import write_sequence
 from tests.training_data import (
@@ -164,3 +169,17 @@ def test_k8s_launcher_without_an_image_is_refused(monkeypatch):
     monkeypatch.setenv("FACETALK_TRAINING_LAUNCHER", "k8s")
     with pytest.raises(ValueError, match="needs an image: set FACETALK_TRAINING_IMAGE"):
         training_launcher_from_env().k8s_run_arguments()
+
+
+def test_training_process_outside_dagster_says_how_to_train_by_hand():
+    """The child imports torch only to train, and refuses to run without a Pipes session, saying why."""
+    code = (
+        "import sys, runpy; import pipelines.training_process; assert 'torch' not in sys.modules, 'torch imported'; "
+        "runpy.run_module('pipelines.training_process', run_name='__main__')"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "started outside Dagster Pipes" in done.stderr and "python -m models.train" in done.stderr
