@@ -122,20 +122,21 @@ class TrainingLauncher(ConfigurableResource):
     def train(self, context: AssetExecutionContext, request: dict[str, Any]) -> MaterializeResult:
         """Run the training process for `request` (see `pipelines.training_process`); its materialization."""
         before = _last_closed_exception_id(context)
-        try:
-            if self.kind == "k8s":
-                from dagster_k8s import PipesK8sClient  # only the k8s path needs the kubernetes client
+        if self.kind == "k8s":
+            from dagster_k8s import PipesK8sClient  # only the k8s path needs the kubernetes client
 
-                client = PipesK8sClient(
-                    load_incluster_config=self.load_incluster_config,
-                    kubeconfig_file=self.kubeconfig_file,
-                    poll_interval=self.poll_interval_s,
-                )
-                invocation = client.run(context=context, extras=request, **self.k8s_run_arguments())
-            else:
-                # cwd: `python -m pipelines...` finds the project even when it is not installed.
-                client = PipesSubprocessClient(cwd=str(PROJECT_ROOT))
-                invocation = client.run(context=context, extras=request, command=self.command())
+            arguments = self.k8s_run_arguments()  # a setting missing fails here, before any retry
+            client = PipesK8sClient(
+                load_incluster_config=self.load_incluster_config,
+                kubeconfig_file=self.kubeconfig_file,
+                poll_interval=self.poll_interval_s,
+            )
+        else:
+            # cwd: `python -m pipelines...` finds the project even when it is not installed.
+            arguments = {"command": self.command()}
+            client = PipesSubprocessClient(cwd=str(PROJECT_ROOT))
+        try:
+            invocation = client.run(context=context, extras=request, **arguments)
         except DagsterExecutionInterruptedError:
             raise  # a cancelled run: Pipes has already sent SIGINT to the child
         except Exception as error:
