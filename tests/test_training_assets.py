@@ -150,6 +150,13 @@ def test_k8s_launcher_builds_the_training_pod_from_configuration(monkeypatch):
     assert body["spec"]["volumes"] == [{"name": "store", "persistentVolumeClaim": {"claimName": "facetalk-store"}}]
     assert body["spec"]["containers"][0]["volumeMounts"] == [{"name": "store", "mountPath": "/store"}]
 
+    # The step that launches the pod only waits: it no longer asks for a GPU node itself.
+    code = "from pipelines.assets.training import facetalk_model; print(sorted(facetalk_model.op.tags))"
+    tags = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "dagster-k8s/config" not in tags, tags
+
 
 @pytest.mark.parametrize(
     ("env", "message"),
