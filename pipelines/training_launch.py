@@ -16,7 +16,7 @@ so the previous model stays published.
   `volumes` / `volume_mounts`).
 
 `training_launcher_from_env()` reads the deployment's choice from `FACETALK_TRAINING_*` variables
-(see the README, "Training in its own pod"); run config may override any field per run.
+(see the README, "Training in a pod of its own"); run config may override any field per run.
 """
 
 from __future__ import annotations
