@@ -54,7 +54,7 @@ def _train(
         "store": str(root if is_remote(root) else Path(root).absolute()),
         "config": settings,
     }
-    context.log.info(f"{name}: training in a {launcher.kind} process (pipelines.training_process)")
+    context.log.info(f"{name}: launching the training process ({launcher.kind}, pipelines.training_process)")
     return launcher.train(context, request)
 
 
