@@ -33,14 +33,16 @@ def gpu_node_selector() -> dict[str, str]:
     return selector
 
 
+def gpu_tolerations() -> list[dict[str, str]]:
+    """Lets a pod onto GPU nodes tainted for GPU work."""
+    return [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
 def gpu_pod_config() -> dict[str, Any]:
     """The `dagster-k8s/config` value for a pod that trains on one GPU."""
     return {
         "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
-        "pod_spec_config": {
-            "node_selector": gpu_node_selector(),
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        },
+        "pod_spec_config": {"node_selector": gpu_node_selector(), "tolerations": gpu_tolerations()},
     }
 
 

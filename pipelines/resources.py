@@ -6,6 +6,7 @@ from dagster import ConfigurableResource
 
 from ops.tracking.ingest import EncoderSource
 from pipelines import settings
+from pipelines.training_launch import training_launcher_from_env
 from storage.layout import DatasetScan, SequenceFolder, scan_dataset, sequence_folder
 from storage.location import StorePath, require_local, store_path
 from storage.sequence_store import SequenceStore
@@ -83,7 +84,8 @@ def default_resources(
     fps: int | None = None,
 ) -> dict:
     """The resources for these roots; what is not given comes from the deployment's environment
-    (FACETALK_DATA_ROOT, FACETALK_STORE, FACETALK_AUDIO_ENCODER, FACETALK_FPS) or the demo defaults."""
+    (FACETALK_DATA_ROOT, FACETALK_STORE, FACETALK_AUDIO_ENCODER, FACETALK_FPS, FACETALK_TRAINING_*) or the
+    demo defaults."""
     encoder = Path(audio_encoder).expanduser() if audio_encoder else settings.audio_encoder_path()
     fps = fps or settings.dataset_fps()
     return {
@@ -96,4 +98,6 @@ def default_resources(
         "audio_encoder": AudioEncoderResource(
             path=str(encoder), create_demo_if_missing=encoder == settings.default_encoder_path()
         ),
+        # Where the model assets train: a subprocess, or a Kubernetes pod (pipelines/training_launch.py).
+        "training_launcher": training_launcher_from_env(),
     }

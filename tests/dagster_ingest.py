@@ -9,6 +9,7 @@ from dagster import DagsterInstance, materialize
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.runner import failure_messages
+from pipelines.training_launch import TrainingLauncher
 
 
 def ingest_every_partition(
@@ -19,6 +20,7 @@ def ingest_every_partition(
         "dataset": DatasetResource(root=str(dataset)),
         "store": StoreResource(root=store_root),
         "audio_encoder": AudioEncoderResource(path=str(encoder)),
+        "training_launcher": TrainingLauncher(),  # the model assets train through it
     }
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("sequences", keys)

@@ -12,6 +12,7 @@ from pipelines.assets.training import FLAME_SKIPPED, facetalk_model, flame_model
 from pipelines.jobs import retrain_job
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.runner import failure_messages, ingest_sequences
+from pipelines.training_launch import TrainingLauncher
 from storage.segment_versions import stored_versions
 from storage.segments import SegmentReader, current_segments_dir, segments_root
 from tests.builders import write_sequence
@@ -31,6 +32,7 @@ def _ingest(tmp_path: Path, encoder: Path, flame: set[int]) -> tuple[DagsterInst
         "dataset": DatasetResource(root=str(data)),
         "store": StoreResource(root=str(tmp_path / "store")),
         "audio_encoder": AudioEncoderResource(path=str(encoder)),
+        "training_launcher": TrainingLauncher(),
     }
     return DagsterInstance.ephemeral(), resources
 
