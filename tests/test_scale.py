@@ -107,6 +107,10 @@ def test_gpu_pool_runs_training_one_at_a_time(tmp_path, tiny_encoder_dir):
         str(config),
     ]
     first = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The second launch waits until the first training step holds the slot: two claims within ~0.1 s
+    # of each other can both succeed on SQLite (Dagster's claim is not atomic there; PostgreSQL's is),
+    # and this test is about the pool holding a second training back, not about that race.
+    _wait_for_training_step(DagsterInstance.from_config(str(home)), first)
     second = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for process in (first, second):
         _, stderr = process.communicate(timeout=600)
@@ -123,3 +127,15 @@ def test_gpu_pool_runs_training_one_at_a_time(tmp_path, tiny_encoder_dir):
     assert len(spans) == 2
     (_a_start, a_end), (b_start, _b_end) = sorted(spans)
     assert a_end <= b_start, f"training steps overlapped: {spans}"
+
+
+def _wait_for_training_step(instance: DagsterInstance, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for run in instance.get_runs():
+            if "facetalk_model" in str(run.asset_selection) and instance.all_logs(
+                run.run_id, of_type=DagsterEventType.STEP_START
+            ):
+                return
+        time.sleep(0.2)
+    raise AssertionError("the first training run never started its step")
