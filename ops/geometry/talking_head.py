@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from models.heads.base import HeadModel
+from ops.geometry.facial_smoothing import FacialSmoothing, smoothing_heads
 from ops.geometry.meshing import NPHM_BOUNDS, Bounds, Mesh, extract_mesh
 from ops.geometry.render import MeshFrame, RenderConfig, Renderer, sequence_bounds, side_by_side
 from ops.geometry.video import Mp4Writer, VideoConfig
@@ -51,17 +52,19 @@ def iter_expression_meshes(
     resolution: int = 64,
     method: str = "coarse_to_fine",
     bounds: Bounds = NPHM_BOUNDS,
+    smoothing: FacialSmoothing | None = None,
 ) -> Iterator[Mesh]:
-    """One marching-cubes mesh per frame of codes [T, 200], made lazily."""
+    """One marching-cubes mesh per frame of codes [T, 200], made lazily; with `smoothing`, the
+    facial smoothing of `ops.geometry.facial_smoothing` (mouth motion kept, the rest smoothed)."""
     codes = np.asarray(codes, dtype=np.float32)
     if codes.ndim != 2 or codes.shape[1] != head.expression_dim or len(codes) == 0:
         raise ValueError(f"expression codes must be [T>0, {head.expression_dim}], got {codes.shape}")
     identity = np.asarray(identity, dtype=np.float32)
     if identity.shape != (head.identity_dim,):
         raise ValueError(f"identity code must be [{head.identity_dim}], got {identity.shape}")
-    for frame, code in enumerate(codes):
+    for frame, (frame_head, code) in enumerate(zip(smoothing_heads(head, codes, smoothing), codes, strict=True)):
         try:
-            yield extract_mesh(head, identity, code, resolution=resolution, method=method, bounds=bounds)
+            yield extract_mesh(frame_head, identity, code, resolution=resolution, method=method, bounds=bounds)
         except ValueError as error:
             raise ValueError(f"frame {frame}: {error}") from error
 
@@ -74,10 +77,11 @@ def expression_meshes(
     method: str = "coarse_to_fine",
     progress: FrameProgress | None = None,
     bounds: Bounds = NPHM_BOUNDS,
+    smoothing: FacialSmoothing | None = None,
 ) -> list[Mesh]:
     """Per-frame meshes of identity [1344] + codes [T, 200], all in memory (short clips)."""
     meshes = []
-    for mesh in iter_expression_meshes(head, identity, codes, resolution, method, bounds):
+    for mesh in iter_expression_meshes(head, identity, codes, resolution, method, bounds, smoothing):
         meshes.append(mesh)
         if progress is not None:
             progress(len(meshes), len(codes))
