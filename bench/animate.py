@@ -13,6 +13,7 @@ synthetic speech. Each head runs the same audio twice in one process, side by si
 - baseline on ours' threads: the same on `--cpu-threads`;
 - ours: meshing of frame t+1 overlapped with rendering and encoding of frame t, facial smoothing on
   (its cost included), torch on `--cpu-threads` threads (default 1);
+- ours with one meshing thread (default: two with 2+ cores);
 - ours without smoothing: the overlap's gain alone;
 - `facetalk animate` in a fresh process with its defaults (the user's wall time, imports included).
 
@@ -169,6 +170,9 @@ def main() -> None:
                                                 cpu_threads=threads)  # fmt: skip
             runs["ours"] = run("ours (overlap + smoothing)", checkpoint, encoder, speech, out / "b.mp4", **kw,
                                overlap=True, facial_smoothing=FacialSmoothing(), cpu_threads=threads)  # fmt: skip
+            runs["ours_1_mesh_worker"] = run("ours, 1 meshing thread", checkpoint, encoder, speech, out / "e.mp4",
+                                             **kw, overlap=True, facial_smoothing=FacialSmoothing(),
+                                             cpu_threads=threads, mesh_workers=1)  # fmt: skip
             runs["ours_no_smoothing"] = run("ours without smoothing", checkpoint, encoder, speech, out / "c.mp4",
                                             **kw, overlap=True, facial_smoothing=None, cpu_threads=threads)  # fmt: skip
             if "baseline" in runs:

@@ -181,6 +181,7 @@ def animate_audio(
     progress: Progress | None = None,
     facial_smoothing: FacialSmoothing | None = FacialSmoothing(),  # noqa: B008 - frozen dataclass
     overlap: bool = True,
+    mesh_workers: int | None = None,
     identity_source: str | None = None,
 ) -> AnimationResult:
     """Make `out_mp4` (plus OUT.npz with the codes, OUT_meshes/ with PLYs when asked) from speech.
@@ -194,7 +195,8 @@ def animate_audio(
     `cpu_threads`: torch intra-op threads for every step (1 is fastest on a busy CPU, and lets
     meshing run beside rendering and encoding; None keeps torch's default).
     `facial_smoothing`: FaceTalk's post-processing (ops/geometry/facial_smoothing.py), on by
-    default; None meshes the raw codes. `overlap`: mesh frame t+1 while frame t is rendered.
+    default; None meshes the raw codes. `overlap`: mesh frame t+1 while frame t is rendered, on
+    `mesh_workers` threads (default: 2 with 2+ cores).
     Silent audio (nothing above -70 dBFS) gives a neutral, idle face for its duration instead of
     an error. `identity_source` names the identity code in the warning given when the head
     ignores part of it.
@@ -277,7 +279,7 @@ def animate_audio(
                 render_expression_video(
                     head_model, identity, motion, out_mp4, **sound, fps=model.meta.fps, resolution=resolution,
                     meshes_dir=meshes_dir, render_config=config, cpu_threads=cpu_threads, progress=bars,
-                    smoothing=facial_smoothing, overlap=overlap,
+                    smoothing=facial_smoothing, overlap=overlap, mesh_workers=mesh_workers,
                 )  # fmt: skip
             else:
                 vertices = template.vertices[None] + motion  # [T, V, 3]

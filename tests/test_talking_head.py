@@ -202,21 +202,25 @@ def test_estimated_bounds_hold_every_frame(head):
     assert np.all(exact_lo - lo < 0.08) and np.all(hi - exact_hi < 0.08)  # and stays tight (two coarse voxels)
 
 
-def test_mesh_stream_hands_worker_errors_to_the_caller_and_stops_early():
-    def meshes():
-        for i in range(3):
-            yield Mesh(np.full((3, 3), i, np.float32), np.array([[0, 1, 2]], np.int32), 0, 0.0)
-        raise ValueError("frame 3: no surface inside the grid")
+def _tiny_mesh(value: float) -> Mesh:
+    return Mesh(np.full((3, 3), value, np.float32), np.array([[0, 1, 2]], np.int32), 0, 0.0)
 
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_mesh_stream_keeps_frame_order_and_hands_worker_errors_to_the_caller(workers):
+    def make(frame: int) -> Mesh:
+        if frame == 7:
+            raise ValueError("frame 7: no surface inside the grid")
+        return _tiny_mesh(frame)
+
+    assert [int(m.vertices[0, 0]) for m in MeshStream(make, 7, workers=workers, depth=1)] == list(range(7))
     seen = []
-    with pytest.raises(ValueError, match="frame 3"), MeshStream(meshes(), depth=1) as stream:
+    with pytest.raises(ValueError, match="frame 7"), MeshStream(make, 10, workers=workers, depth=1) as stream:
         seen.extend(int(mesh.vertices[0, 0]) for mesh in stream)
-    assert seen == [0, 1, 2]
+    assert seen == list(range(7))  # every frame before the failing one, in order
 
-    def endless():
-        while True:
-            yield Mesh(np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.int32), 0, 0.0)
 
-    with MeshStream(endless(), depth=2) as stream:
+def test_mesh_stream_stops_its_workers_when_the_caller_leaves_early():
+    with MeshStream(_tiny_mesh, 10_000, workers=2, depth=2) as stream:
         first = next(iter(stream))
-    assert first.vertices.shape == (3, 3) and not stream._thread.is_alive()  # closing stopped the worker
+    assert first.vertices.shape == (3, 3) and not any(t.is_alive() for t in stream._threads)

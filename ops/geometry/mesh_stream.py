@@ -22,8 +22,6 @@ import torch
 
 from ops.geometry.meshing import Mesh
 
-_END = object()
-
 
 def head_device(head: object) -> torch.device:
     """The device a head model's parameters live on (CPU for parameter-free heads such as the analytic one)."""
@@ -34,71 +32,81 @@ def head_device(head: object) -> torch.device:
 
 
 class MeshStream:
-    """Iterate over meshes produced by `meshes` on a worker thread (in order).
+    """Iterate, in frame order, over `make(0) ... make(n_frames - 1)` computed on worker threads.
 
-    `on_mesh(index, mesh)` runs on the worker right after each mesh is made (e.g. writing it to a PLY).
-    Use as a context manager, or call `close()`.
+    With `workers` > 1, worker k makes frames k, k + workers, ... (each on its own CUDA stream on a
+    GPU): on a CPU the second core meshes while the first renders, and the GIL is free while torch
+    and marching cubes work. `on_mesh(index, mesh)` runs on the worker right after each mesh is
+    made (e.g. writing it to a PLY). Use as a context manager, or call `close()`.
     """
 
     def __init__(
         self,
-        meshes: Iterator[Mesh],
+        make: Callable[[int], Mesh],
+        n_frames: int,
         *,
+        workers: int = 1,
         depth: int = 4,
         device: torch.device | str = "cpu",
         on_mesh: Callable[[int, Mesh], None] | None = None,
     ) -> None:
-        self._meshes = meshes
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._make, self.n_frames = make, n_frames
+        self.workers = max(1, min(workers, n_frames))
+        self._queues: list[queue.Queue] = [queue.Queue(maxsize=max(1, depth)) for _ in range(self.workers)]
         self._stop = threading.Event()
         self._device = torch.device(device)
         self._on_mesh = on_mesh
-        self._thread = threading.Thread(target=self._run, name="mesh-stream", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(k,), name=f"mesh-stream-{k}", daemon=True)
+            for k in range(self.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _stream(self):
         if self._device.type == "cuda" and torch.cuda.is_available():
             return torch.cuda.stream(torch.cuda.Stream(self._device))
         return contextlib.nullcontext()
 
-    def _put(self, item) -> bool:
+    def _put(self, worker: int, item) -> bool:
         """Put unless the consumer has gone; False when it has."""
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._queues[worker].put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _run(self) -> None:
+    def _run(self, worker: int) -> None:
         try:
             with self._stream():
-                for index, mesh in enumerate(self._meshes):
+                for index in range(worker, self.n_frames, self.workers):
+                    if self._stop.is_set():
+                        return
+                    mesh = self._make(index)
                     if self._on_mesh is not None:
                         self._on_mesh(index, mesh)
-                    if not self._put(mesh):
+                    if not self._put(worker, mesh):
                         return
-        except BaseException as error:  # handed to the consumer, raised there
-            self._put(error)
-            return
-        self._put(_END)
+        except BaseException as error:  # handed to the consumer, raised at this frame
+            self._put(worker, error)
 
     def __iter__(self) -> Iterator[Mesh]:
-        while True:
-            item = self._queue.get()
-            if item is _END:
-                return
+        for index in range(self.n_frames):
+            item = self._queues[index % self.workers].get()
             if isinstance(item, BaseException):
                 raise item
             yield item
 
     def close(self) -> None:
         self._stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        self._thread.join()
+        for q in self._queues:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    q.get_nowait()
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> MeshStream:
         return self

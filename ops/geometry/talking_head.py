@@ -13,6 +13,7 @@ the sequence bounds, and the render pass reads the frames back one at a time.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -331,11 +332,12 @@ def render_expression_video(
     progress: StageProgress | None = None,
     smoothing: FacialSmoothing | None = None,
     overlap: bool = True,
+    mesh_workers: int | None = None,
 ) -> Path:
     """Mesh every frame of codes [T, 200] and render them with the audio, in bounded memory.
 
     `overlap` (default): frame t+1 is meshed on a worker thread while frame t is rendered and
-    encoded (`MeshStream`); the camera is fitted to `estimated_bounds`; progress reports stage
+    encoded (`MeshStream`, `mesh_workers` threads, default `default_mesh_workers()`); the camera is fitted to `estimated_bounds`; progress reports stage
     "frames" (meshed and rendered). Without it, two passes: every mesh is written to a PLY while
     the exact bounds are tracked, then the frames are read back and rendered (stages "meshing",
     "rendering"). Meshes go to `meshes_dir` as frame_NNNNN.ply when given (kept); the two-pass
@@ -355,7 +357,17 @@ def render_expression_video(
     )  # fmt: skip
     if overlap:
         return _overlapped(
-            head, identity, codes, resolution, method, meshes_dir, cpu_threads, progress, smoothing, encode
+            head,
+            identity,
+            codes,
+            resolution,
+            method,
+            meshes_dir,
+            cpu_threads,
+            progress,
+            smoothing,
+            encode,
+            mesh_workers,
         )
     spill = (
         Path(meshes_dir)
@@ -383,20 +395,37 @@ def render_expression_video(
             shutil.rmtree(spill, ignore_errors=True)
 
 
-def _overlapped(head, identity, codes, resolution, method, meshes_dir, cpu_threads, progress, smoothing, encode):
-    """`render_expression_video` with meshing on a worker thread, one frame ahead of rendering."""
+def default_mesh_workers() -> int:
+    """Meshing threads beside the render thread: two on a machine with 2+ cores (measured on 2 cores:
+    one meshes while the other renders and encodes, and meshing is the slower stage), else one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+def _overlapped(
+    head, identity, codes, resolution, method, meshes_dir, cpu_threads, progress, smoothing, encode, workers
+):
+    """`render_expression_video` with meshing on worker threads, ahead of rendering."""
     folder = Path(meshes_dir) if meshes_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+    heads = smoothing_heads(head, codes, smoothing)
 
-    def keep(index: int, mesh: Mesh) -> None:
+    def make(frame: int) -> Mesh:
+        try:
+            return extract_mesh(heads[frame], identity, codes[frame], resolution=resolution, method=method)
+        except ValueError as error:
+            raise ValueError(f"frame {frame}: {error}") from error
+
+    def keep(frame: int, mesh: Mesh) -> None:
         if folder is not None:
-            write_ply(frame_file(folder, index), mesh.vertices, mesh.faces)
+            write_ply(frame_file(folder, frame), mesh.vertices, mesh.faces)
 
     report = (lambda done, total: progress("frames", done, total)) if progress is not None else None
     with torch_threads(cpu_threads):
         bounds = estimated_bounds(head, identity, codes, smoothing=smoothing)
-        meshes = iter_expression_meshes(head, identity, codes, resolution, method, smoothing=smoothing)
-        with MeshStream(meshes, device=head_device(head), on_mesh=keep) as stream:
+        stream = MeshStream(make, len(codes), workers=workers or default_mesh_workers(), device=head_device(head),
+                            on_mesh=keep)  # fmt: skip
+        with stream:
             frames = ((mesh.vertices, mesh.faces) for mesh in stream)
             return _encode_frames(frames, len(codes), bounds=bounds, progress=report, **encode)
