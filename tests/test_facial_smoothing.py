@@ -120,3 +120,27 @@ def test_identical_codes_cost_one_evaluation_and_change_nothing(head):
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="facial smoothing"):
         FacialSmoothing(**kwargs)
+
+
+def test_nphm_heads_are_smoothed_and_rendered_through_the_same_interface(tmp_path):
+    """Only `sdf(points, identity, expression)` is used: a (tiny, random) NPHM goes through the same path."""
+    from ops.geometry.talking_head import render_expression_video, talking_head_render_config
+    from tests.test_nphm import tiny_model
+    from tests.video_tools import probe_video
+
+    head = tiny_model().eval()
+    codes = (0.3 * np.random.default_rng(0).standard_normal((6, head.expression_dim))).astype(np.float32)
+    identity = np.zeros(head.identity_dim, np.float32)
+    points = torch.rand(2000, 3) - 0.5
+    far = points[FacialSmoothing().weight(points) == 0]
+    with torch.inference_mode():
+        smoothed = smoothing_heads(head, codes, FacialSmoothing())[2]
+        raw = head.sdf(far, torch.as_tensor(identity), torch.as_tensor(codes[2]))
+        blended = smoothed.sdf(far, torch.as_tensor(identity), torch.as_tensor(codes[2]))
+        at_smoothed_code = head.sdf(far, torch.as_tensor(identity), smoothed.smoothed_code)
+    assert torch.allclose(blended, at_smoothed_code) and not torch.allclose(blended, raw)  # far: the smoothed code
+    video = render_expression_video(
+        head, identity, codes, tmp_path / "nphm.mp4", audio_samples=None, sample_rate=None, fps=24, resolution=16,
+        render_config=talking_head_render_config(48), smoothing=FacialSmoothing(),
+    )  # fmt: skip
+    assert probe_video(video)["n_frames"] == 6
