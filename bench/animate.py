@@ -140,6 +140,8 @@ def main() -> None:
         out = Path(tmp)
         heads = [("analytic", None)]
         nphm = Path(args.nphm_checkpoint)
+        if not nphm.is_absolute() and not nphm.exists():
+            nphm = REPO / nphm  # the default names the repository's var/, wherever the bench runs from
         notes = []
         if nphm.exists():
             heads.append(("nphm", nphm))

@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     animate.add_argument(
         "--cpu-threads", type=int, default=1,
-        help="torch threads while meshing (1: meshing runs beside rendering and encoding; 0: torch's default)",
+        help="torch threads for every step (1 is fastest on a busy CPU and leaves a core to rendering; 0: torch's own choice)",
     )  # fmt: skip
     return parser
 
