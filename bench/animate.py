@@ -9,7 +9,7 @@ timing does not depend on what it learned) and the demo's random Wav2Vec2 encode
 synthetic speech. Each head runs the same audio twice in one process, side by side:
 
 - baseline: how `animate` worked before issue 11: mesh every frame (PLY spill, exact bounds),
-  then render them; no facial smoothing; torch's default threads;
+  then render them (4x MSAA, x264 preset medium); no facial smoothing; torch's default threads;
 - baseline on ours' threads: the same on `--cpu-threads`;
 - ours: meshing of frame t+1 overlapped with rendering and encoding of frame t, facial smoothing on
   (its cost included), torch on `--cpu-threads` threads (default 1);
@@ -130,6 +130,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ops.geometry.facial_smoothing import FacialSmoothing
+    from ops.geometry.talking_head import talking_head_render_config
+    from ops.geometry.video import VideoConfig
     from ops.inference import resolve_device
 
     device = resolve_device(args.device)
@@ -165,11 +167,12 @@ def main() -> None:
             kw = dict(common, head=head, nphm_checkpoint=weights)
             runs = {}
             if not args.skip_baseline:
+                before = dict(overlap=False, facial_smoothing=None, render_config=talking_head_render_config(
+                    args.size, msaa_samples=4), video_config=VideoConfig(fps=24, preset="medium"))  # fmt: skip
                 runs["baseline"] = run("baseline (sequential)", checkpoint, encoder, speech, out / "a.mp4", **kw,
-                                       overlap=False, facial_smoothing=None)  # fmt: skip
+                                       **before)  # fmt: skip
                 runs["baseline_1_thread"] = run("baseline on ours' threads", checkpoint, encoder, speech,
-                                                out / "a1.mp4", **kw, overlap=False, facial_smoothing=None,
-                                                cpu_threads=threads)  # fmt: skip
+                                                out / "a1.mp4", **kw, **before, cpu_threads=threads)  # fmt: skip
             runs["ours"] = run("ours (overlap + smoothing)", checkpoint, encoder, speech, out / "b.mp4", **kw,
                                overlap=True, facial_smoothing=FacialSmoothing(), cpu_threads=threads)  # fmt: skip
             runs["ours_1_mesh_worker"] = run("ours, 1 meshing thread", checkpoint, encoder, speech, out / "e.mp4",

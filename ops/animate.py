@@ -44,6 +44,7 @@ from ops.geometry.talking_head import (
     torch_threads,
     write_meshes_ply,
 )
+from ops.geometry.video import VideoConfig
 from ops.inference import (
     HEADS,
     EncoderMismatchError,
@@ -182,6 +183,7 @@ def animate_audio(
     facial_smoothing: FacialSmoothing | None = FacialSmoothing(),  # noqa: B008 - frozen dataclass
     overlap: bool = True,
     mesh_workers: int | None = None,
+    video_config: VideoConfig | None = None,
     identity_source: str | None = None,
 ) -> AnimationResult:
     """Make `out_mp4` (plus OUT.npz with the codes, OUT_meshes/ with PLYs when asked) from speech.
@@ -196,7 +198,8 @@ def animate_audio(
     meshing run beside rendering and encoding; None keeps torch's default).
     `facial_smoothing`: FaceTalk's post-processing (ops/geometry/facial_smoothing.py), on by
     default; None meshes the raw codes. `overlap`: mesh frame t+1 while frame t is rendered, on
-    `mesh_workers` threads (default: 2 with 2+ cores).
+    `mesh_workers` threads (default: 2 with 2+ cores). `video_config`: x264 settings (default
+    VideoConfig at the model's fps).
     Silent audio (nothing above -70 dBFS) gives a neutral, idle face for its duration instead of
     an error. `identity_source` names the identity code in the warning given when the head
     ignores part of it.
@@ -279,7 +282,7 @@ def animate_audio(
                 render_expression_video(
                     head_model, identity, motion, out_mp4, **sound, fps=model.meta.fps, resolution=resolution,
                     meshes_dir=meshes_dir, render_config=config, cpu_threads=cpu_threads, progress=bars,
-                    smoothing=facial_smoothing, overlap=overlap, mesh_workers=mesh_workers,
+                    smoothing=facial_smoothing, overlap=overlap, mesh_workers=mesh_workers, video_config=video_config,
                 )  # fmt: skip
             else:
                 vertices = template.vertices[None] + motion  # [T, V, 3]

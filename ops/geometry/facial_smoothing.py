@@ -77,11 +77,13 @@ class SmoothedFrameHead:
         smoothed = self.smoothed_code.to(expression.device)
         if torch.equal(smoothed, expression):
             return self.head.sdf(points, identity, expression)
-        out = self.head.sdf(points, identity, smoothed)
-        w = self.smoothing.weight(points)
+        # float32 whatever the head computes in (an autocast head may answer in bf16): the blend and
+        # the in-place write need one dtype.
+        out = self.head.sdf(points, identity, smoothed).to(torch.float32)
+        w = self.smoothing.weight(points.to(torch.float32))
         near = (w > 0).nonzero().squeeze(1)  # only points near the mouth also need the raw code
         if len(near):
-            raw = self.head.sdf(points[near], identity, expression)
+            raw = self.head.sdf(points[near], identity, expression).to(torch.float32)
             out[near] = w[near] * raw + (1 - w[near]) * out[near]
         return out
 

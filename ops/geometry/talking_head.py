@@ -333,6 +333,7 @@ def render_expression_video(
     smoothing: FacialSmoothing | None = None,
     overlap: bool = True,
     mesh_workers: int | None = None,
+    video_config: VideoConfig | None = None,
 ) -> Path:
     """Mesh every frame of codes [T, 200] and render them with the audio, in bounded memory.
 
@@ -353,7 +354,7 @@ def render_expression_video(
     encode = dict(
         out_mp4=out_mp4, audio_samples=audio_samples, sample_rate=sample_rate, audio_file=audio_file, fps=fps,
         render_config=render_config, ground_truth=ground_truth, ground_truth_faces=None,
-        labels=("ground truth", "generated"), preview_png=preview_png, video_config=None,
+        labels=("ground truth", "generated"), preview_png=preview_png, video_config=video_config,
     )  # fmt: skip
     if overlap:
         return _overlapped(
