@@ -86,3 +86,27 @@ def audio_features_for(cleaned: CleanedAudio, encoder, fps: float, max_seconds: 
         samples = samples[: round(max_seconds * cleaned.sample_rate)]
     n_frames = frame_count(len(samples) / cleaned.sample_rate, fps)
     return extract_aligned_features(encoder, samples, n_frames)
+
+
+def ignored_identity(head: HeadModel, identity: np.ndarray) -> str | None:
+    """What of `identity` the head ignores, in words, or None when it reads every dimension set.
+
+    The analytic demo head reads only its first `len(IDENTITY_DIMS)` identity dimensions (head
+    width, nose length, ...); a fitted NPHM identity code puts nearly everything elsewhere, and
+    the video would silently show the average head.
+    """
+    from models.heads.analytic import IDENTITY_DIMS, AnalyticHead
+
+    if not isinstance(head, AnalyticHead):
+        return None
+    identity = np.asarray(identity, dtype=np.float32).reshape(-1)
+    used = np.zeros(identity.size, dtype=bool)
+    used[list(IDENTITY_DIMS.values())] = True
+    ignored = np.flatnonzero(~used & (np.abs(identity) > 1e-6))
+    if not len(ignored):
+        return None
+    kept = ", ".join(IDENTITY_DIMS)
+    return (
+        f"the analytic demo head ignores {len(ignored)} of the {identity.size} identity values set (it reads only "
+        f"dims 0-{len(IDENTITY_DIMS) - 1}: {kept}); use --head nphm with NPHM weights for a fitted identity"
+    )

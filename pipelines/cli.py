@@ -12,6 +12,7 @@ from pipelines.cli_errors import error_line, traceback_text
 from pipelines.cli_help import DefaultsHelpFormatter, package_version, ui_hint
 from pipelines.cli_output import demo_data_lines, demo_summary, materialization_lines, metadata_value
 
+MOUTH_CENTRE = (0.0, -0.106, 0.245)  # = ops.geometry.facial_smoothing.MOUTH_CENTRE (not imported: --help stays instant)
 QUALITY_GATE = "model_beats_audio_free_baseline"  # the evaluation's blocking check (pipelines/assets/evaluation.py)
 
 
@@ -187,6 +188,9 @@ def _animate(args: argparse.Namespace) -> int:
     )
     if "://" in str(args.out) and not str(args.out).startswith("file://"):
         raise ValueError(f"--out must be a local path (ffmpeg writes it), got {args.out!r}")
+    from ops.inference import resolve_device
+
+    resolve_device(args.device)  # `--device cuda` without a GPU: the one-line error now, before any download
     if (is_remote(checkpoint) or not args.checkpoint) and not checkpoint.is_file():
         raise FileNotFoundError(
             f"no trained model at {checkpoint}: pass one with -m/--checkpoint, or train one with `facetalk demo`"
@@ -199,27 +203,44 @@ def _animate(args: argparse.Namespace) -> int:
 
 def _animate_with(args: argparse.Namespace, checkpoint: Path, settings) -> int:
     from ops.animate import animate_audio
+    from ops.progress import format_seconds
 
     identity = _identity(args.identity) if args.identity else None
     Path(args.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     result = animate_audio(
         args.audio, checkpoint, args.out,
         encoder_path=args.encoder or settings.audio_encoder_path(),
-        identity_code=identity, head=args.head, nphm_checkpoint=args.nphm_checkpoint,
+        identity_code=identity, identity_source=args.identity, head=args.head, nphm_checkpoint=args.nphm_checkpoint,
         flame_template=args.flame_template, resolution=args.resolution, steps=args.steps,
         guidance=args.guidance, seed=args.seed, device=args.device, video_size=args.size,
         write_meshes=args.meshes, write_codes=not args.no_codes, max_duration_s=args.max_seconds,
-        audio_track=args.audio_track, progress=print,
+        audio_track=args.audio_track, progress=print, facial_smoothing=_facial_smoothing(args),
+        cpu_threads=args.cpu_threads or None,
     )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    video_s = result.n_frames / result.fps
     print(
-        f"wrote {result.video} ({result.n_frames} frames at {result.fps:g} fps, {result.audio_duration_s:.2f} s of "
-        f"{args.audio_track} audio)"
+        f"done: {result.video} holds {video_s:.2f} s of video ({result.n_frames} frames at {result.fps:g} fps, "
+        f"{args.audio_track} audio of {result.audio_duration_s:.2f} s); making it took {format_seconds(elapsed)} "
+        f"({elapsed / video_s:.2f} s per second of video, on {result.device})"
     )
     if result.codes:
         print(f"expression codes: {result.codes}")
     if result.meshes_dir:
         print(f"meshes: {result.meshes_dir}")
     return 0
+
+
+def _facial_smoothing(args: argparse.Namespace):
+    from ops.geometry.facial_smoothing import FacialSmoothing
+
+    if args.no_facial_smoothing:
+        return None
+    try:
+        return FacialSmoothing(centre=tuple(args.smoothing_centre), width=args.smoothing_width)
+    except ValueError as error:
+        raise ValueError(f"--smoothing-centre/--smoothing-width: {error}") from None
 
 
 def _identity(path: str):
@@ -361,6 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--meshes", action="store_true", help="also write OUT_meshes/frame_NNNNN.ply")
     animate.add_argument("--no-codes", action="store_true", help="do not write OUT.npz")
     animate.add_argument("--max-seconds", type=float, default=600, help="refuse longer audio")
+    animate.add_argument(
+        "--no-facial-smoothing",
+        action="store_true",
+        help="mesh the raw codes (default: FaceTalk's facial smoothing: the mouth keeps its motion, "
+        "the rest of the head is smoothed over time)",
+    )
+    animate.add_argument(
+        "--smoothing-centre", type=float, nargs=3, metavar=("X", "Y", "Z"), default=list(MOUTH_CENTRE),
+        help="centre of the facial smoothing's mouth Gaussian, head coordinates",
+    )  # fmt: skip
+    animate.add_argument(
+        "--smoothing-width", type=float, default=0.1, help="standard deviation of the mouth Gaussian, head units"
+    )
+    animate.add_argument(
+        "--cpu-threads", type=int, default=1,
+        help="torch threads for every step (1 is fastest on a busy CPU and leaves a core to rendering; 0: torch's own choice)",
+    )  # fmt: skip
     return parser
 
 

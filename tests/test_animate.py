@@ -4,6 +4,7 @@ and every bad input fails with a message that names the file."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,15 @@ def test_animate_synthetic_speech_writes_video_codes_and_meshes(tmp_path, checkp
     assert result.audio_duration_s == pytest.approx(1.5, abs=1e-3)
     assert result.encoder_random_weights and any("random weights" in m for m in messages)
     assert result.seconds["total"] >= result.seconds["meshing_and_rendering"] > 0
+    # Not a terminal: progress as lines with frames/s and ETA, the last one at 100%; the final line in words.
+    lines = [m for m in messages if m.startswith("meshing + rendering: ")]
+    assert lines[0] == "meshing + rendering: 36 frames" and lines[-1].startswith(
+        "meshing + rendering: 36/36 frames (100%)"
+    )
+    assert all("frames/s, ETA" in line for line in lines[1:]) and len(lines) <= 13
+    assert re.fullmatch(
+        r"wrote .*talk\.mp4: 1\.50 s of video \(36 frames at 24 fps\) in [0-9.]+ s elapsed", messages[-1]
+    )
 
     codes = np.load(result.codes)
     assert result.codes == tmp_path / "talk.npz"
@@ -200,6 +210,36 @@ def test_nphm_head_needs_its_weights(tmp_path, checkpoint, tiny_encoder_dir, spe
         animate_audio(speech_wav, checkpoint, tmp_path / "x.mp4", encoder_path=tiny_encoder_dir, head="flame", **FAST)
 
 
+def test_silent_audio_gives_a_neutral_idle_face(tmp_path, checkpoint, tiny_encoder_dir):
+    silence = tmp_path / "silence.wav"
+    soundfile.write(silence, np.zeros(int(1.5 * 22_050), np.float32), 22_050)
+    messages: list[str] = []
+    result = animate_audio(silence, checkpoint, tmp_path / "idle.mp4", encoder_path=tiny_encoder_dir,
+                           progress=messages.append, **FAST)  # fmt: skip
+    _check_video(result.video, 1.5)
+    assert result.n_frames == 36 and not np.load(result.codes)["expression"].any()  # the neutral code
+    assert any("silence: a neutral, idle face for 36 frames" in m for m in messages), messages
+    # The cleaned track of silence is silence, at the model's rate.
+    cleaned = animate_audio(silence, checkpoint, tmp_path / "idle2.mp4", encoder_path=tiny_encoder_dir,
+                            audio_track="cleaned", **FAST)  # fmt: skip
+    assert probe_video(cleaned.video)["audio_sample_rate"] == 16_000
+
+
+def test_identity_values_the_demo_head_ignores_are_reported(tmp_path, checkpoint, tiny_encoder_dir, speech_wav):
+    fitted = np.zeros(1344, np.float32)
+    fitted[[0, 100, 900]] = 0.2  # dim 0 is the analytic head's head width; 100 and 900 mean nothing to it
+    messages: list[str] = []
+    animate_audio(speech_wav, checkpoint, tmp_path / "x.mp4", encoder_path=tiny_encoder_dir, identity_code=fitted,
+                  identity_source="person.npy", progress=messages.append, **FAST)  # fmt: skip
+    warnings = [m for m in messages if m.startswith("warning: identity code person.npy: ")]
+    assert len(warnings) == 1 and "ignores 2 of the 1344 identity values" in warnings[0], messages
+    fitted[[100, 900]] = 0.0
+    messages.clear()
+    animate_audio(speech_wav, checkpoint, tmp_path / "y.mp4", encoder_path=tiny_encoder_dir, identity_code=fitted,
+                  progress=messages.append, **FAST)  # fmt: skip
+    assert not any(m.startswith("warning:") for m in messages)
+
+
 def test_identity_code_of_the_wrong_size_is_refused(tmp_path, checkpoint, tiny_encoder_dir, speech_wav):
     with pytest.raises(AnimationError, match="1344 values, got 10"):
         animate_audio(speech_wav, checkpoint, tmp_path / "x.mp4", encoder_path=tiny_encoder_dir,
@@ -223,7 +263,7 @@ def test_cli_video_carries_the_original_audio_or_on_request_the_cleaned(tmp_path
 
     original = _facetalk_animate(tmp_path, voice, tmp_path / "original.mp4", *model)
     assert original.returncode == 0, original.stdout + original.stderr
-    assert "s of original audio)" in original.stdout
+    assert "original audio of 1.50 s" in original.stdout and "s of video (36 frames at 24 fps" in original.stdout
     info = _check_video(tmp_path / "original.mp4", 1.5)
     assert (info["audio_sample_rate"], info["audio_channels"]) == (44_100, 2)
 

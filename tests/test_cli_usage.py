@@ -133,3 +133,17 @@ def test_ui_hint_names_a_command_that_works_where_the_user_is(tmp_path, in_check
         assert (
             ui_hint(home, tmp_path / "site-packages") == f"`DAGSTER_HOME={home} dagster dev -m pipelines -h 127.0.0.1`"
         )
+
+
+def test_animate_on_cuda_without_a_gpu_is_the_first_and_only_line(tmp_path):
+    """Before looking for a model or reading the audio: the device is what cannot work."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = facetalk(
+        tmp_path, "animate", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "x.mp4"), "--device", "cuda"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert_one_error_line(result, "animate", "--device 'cuda' requested", "no CUDA GPU")
+    assert not (tmp_path / "x.mp4").exists()

@@ -154,3 +154,16 @@ def test_shared_head_mesh_renders_centered():
         mask = _foreground(r.render(vertices, faces), config)
     assert 0.25 < mask.mean() < 0.8
     assert abs(np.nonzero(mask)[1].mean() - 63.5) < 4  # left-right symmetric face
+
+
+def test_software_rasterizers_skip_msaa_by_default_and_keep_it_on_request():
+    """MSAA tripled llvmpipe's frame time; a GPU keeps it. An explicit setting is honoured everywhere."""
+    from ops.geometry.render import is_software_renderer
+
+    assert is_software_renderer("llvmpipe (LLVM 15.0.6, 256 bits)") and not is_software_renderer(
+        "NVIDIA H200/PCIe/SSE2"
+    )
+    with Renderer(RenderConfig(width=16, height=16)) as renderer:
+        assert renderer.msaa_samples == (0 if is_software_renderer(renderer.gl_renderer) else 4)
+    with Renderer(RenderConfig(width=16, height=16, msaa_samples=4)) as renderer:
+        assert renderer.msaa_samples > 1

@@ -8,9 +8,11 @@ import torch
 from PIL import Image
 
 from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
+from ops.geometry.mesh_stream import MeshStream
 from ops.geometry.meshing import Mesh
 from ops.geometry.talking_head import (
     PlyMeshSequence,
+    estimated_bounds,
     expression_meshes,
     mesh_frames,
     render_expression_video,
@@ -162,7 +164,8 @@ def test_head_is_framed_frontally(tmp_path, head):
     assert middle.std() > 10
 
 
-def test_expression_video_spills_meshes_and_cleans_up(tmp_path, head):
+@pytest.mark.parametrize("overlap", [True, False])
+def test_expression_video_keeps_meshes_and_cleans_up(tmp_path, head, overlap):
     codes = _codes([0.0, 0.5, 1.0, 0.5])
     audio = speech_like(len(codes) / FPS)
     stages = []
@@ -170,12 +173,54 @@ def test_expression_video_spills_meshes_and_cleans_up(tmp_path, head):
     path = render_expression_video(
         head, np.zeros(1344), codes, tmp_path / "talk.mp4", audio_samples=audio, sample_rate=16_000, fps=FPS,
         resolution=16, meshes_dir=kept, render_config=talking_head_render_config(SIZE), cpu_threads=1,
-        progress=lambda stage, done, total: stages.append((stage, done, total)),
+        progress=lambda stage, done, total: stages.append((stage, done, total)), overlap=overlap,
     )  # fmt: skip
     assert probe_video(path)["n_frames"] == 4
     assert sorted(p.name for p in kept.iterdir()) == [f"frame_0000{i}.ply" for i in range(4)]
-    assert ("meshing", 4, 4) in stages and ("rendering", 4, 4) in stages
-    # Without a meshes folder, the temporary one beside the video is removed.
+    if overlap:  # one stage: each frame meshed (on the worker) and rendered
+        assert [s for s in stages if s[0] == "frames"] == [("frames", i, 4) for i in range(1, 5)]
+    else:
+        assert ("meshing", 4, 4) in stages and ("rendering", 4, 4) in stages
+    # Without a meshes folder, nothing is left beside the video.
     render_expression_video(head, np.zeros(1344), codes, tmp_path / "talk2.mp4", audio_samples=None, sample_rate=None,
-                            fps=FPS, resolution=16, render_config=talking_head_render_config(SIZE), cpu_threads=1)  # fmt: skip
+                            fps=FPS, resolution=16, render_config=talking_head_render_config(SIZE), cpu_threads=1,
+                            overlap=overlap)  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept_meshes", "talk.mp4", "talk2.mp4"]
+
+
+def test_estimated_bounds_hold_every_frame(head):
+    """The camera is fitted before the frames exist: the estimate must contain every frame's mesh."""
+    t = np.arange(30)
+    codes = _codes((0.5 + 0.5 * np.sin(t / 3)).tolist())
+    codes[:, EXPRESSION_DIMS["brow_raise"]] = np.cos(t / 4)
+    with torch_threads(1):
+        lo, hi = estimated_bounds(head, np.zeros(1344), codes, samples=6)
+        meshes = expression_meshes(head, np.zeros(1344), codes, resolution=48)
+    exact_lo = np.min([m.vertices.min(axis=0) for m in meshes], axis=0)
+    exact_hi = np.max([m.vertices.max(axis=0) for m in meshes], axis=0)
+    assert np.all(lo <= exact_lo) and np.all(hi >= exact_hi)
+    assert np.all(exact_lo - lo < 0.08) and np.all(hi - exact_hi < 0.08)  # and stays tight (two coarse voxels)
+
+
+def _tiny_mesh(value: float) -> Mesh:
+    return Mesh(np.full((3, 3), value, np.float32), np.array([[0, 1, 2]], np.int32), 0, 0.0)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_mesh_stream_keeps_frame_order_and_hands_worker_errors_to_the_caller(workers):
+    def make(frame: int) -> Mesh:
+        if frame == 7:
+            raise ValueError("frame 7: no surface inside the grid")
+        return _tiny_mesh(frame)
+
+    assert [int(m.vertices[0, 0]) for m in MeshStream(make, 7, workers=workers, depth=1)] == list(range(7))
+    seen = []
+    with pytest.raises(ValueError, match="frame 7"), MeshStream(make, 10, workers=workers, depth=1) as stream:
+        seen.extend(int(mesh.vertices[0, 0]) for mesh in stream)
+    assert seen == list(range(7))  # every frame before the failing one, in order
+
+
+def test_mesh_stream_stops_its_workers_when_the_caller_leaves_early():
+    with MeshStream(_tiny_mesh, 10_000, workers=2, depth=2) as stream:
+        first = next(iter(stream))
+    assert first.vertices.shape == (3, 3) and not any(t.is_alive() for t in stream._threads)

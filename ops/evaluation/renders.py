@@ -17,6 +17,7 @@ from models.motion_model import MotionModel
 from ops.audio.cleaning import clean_audio_file
 from ops.evaluation.regions import EvaluationError
 from ops.evaluation.sequences import check_features
+from ops.geometry.facial_smoothing import FacialSmoothing
 from ops.geometry.render import RenderConfig
 from ops.geometry.talking_head import (
     expression_meshes,
@@ -24,7 +25,15 @@ from ops.geometry.talking_head import (
     render_talking_head,
     talking_head_render_config,
 )
-from ops.inference import InferenceError, audio_features_for, identity_for, load_encoder_for, load_head
+from ops.inference import (
+    InferenceError,
+    audio_features_for,
+    identity_for,
+    ignored_identity,
+    load_encoder_for,
+    load_head,
+)
+from ops.progress import FrameProgress
 from ops.tracking.mesh_frames import stored_mesh_frames
 from storage.segments import SegmentReader
 from storage.sequence_store import SequenceStore
@@ -81,6 +90,21 @@ def _templates(reader: SegmentReader, indices: np.ndarray) -> np.ndarray:
     raise EvaluationError(f"segment store {str(reader.path)!r} has no flame_templates or flame_template")
 
 
+class _VideoProgress:
+    """`render_expression_video`'s progress as lines through `say`: one FrameProgress per video and stage."""
+
+    def __init__(self, say: Progress, video: Path):
+        self.say, self.video = say, video
+        self.bar: FrameProgress | None = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.bar = FrameProgress(f"{self.video.name} {stage}", total, self.say, tty=False)
+        self.bar.update(done)
+
+
 @dataclass
 class EvaluationRenders:
     videos: list[Path]
@@ -112,6 +136,7 @@ def render_evaluation_videos(
     seed: int = 0,
     cpu_threads: int | None = None,
     progress: Progress | None = None,
+    facial_smoothing: FacialSmoothing | None = FacialSmoothing(),  # noqa: B008 - frozen dataclass
 ) -> EvaluationRenders:
     """MP4s with audio: ground truth beside generated for the first `n_sequences` held-out
     sequences and generated-only for every `unseen_audio` file, all cut to `max_seconds`.
@@ -120,7 +145,10 @@ def render_evaluation_videos(
     `dataset_root`, the data root the sequences were ingested from), else the ground-truth codes
     meshed with the same head. The unseen files are cleaned and encoded like `facetalk animate` does
     (`encoder_path` is then required, with the width the model was trained on); they are voiced
-    by `identity_code` (default zeros). Returns the videos and a preview PNG of the first one.
+    by `identity_code` (default zeros). Generated codes get FaceTalk's `facial_smoothing` (None:
+    raw); the ground truth is shown as tracked. `progress` gets a line per video and, while
+    a video is made, a line every ~10% of its frames (or 10 s) with frames/s and ETA.
+    Returns the videos and a preview PNG of the first one.
     """
     if model.config.data.variant != "nphm":
         raise EvaluationError(
@@ -148,6 +176,8 @@ def render_evaluation_videos(
         check_features(clip.features, model, f"sequence {key!r}")
         codes = model.generate(clip.features, steps=steps, guidance=guidance, seed=seed + number)
         identity = identity_for(head_model, clip.identity if identity_code is None else identity_code)
+        if (ignored := ignored_identity(head_model, identity)) and not any("ignores" in n for n in result.notes):
+            result.notes.append(f"identity of {key}: {ignored}")
         if store.attrs(key, "nphm_meshes") is not None:
             truth = stored_mesh_frames(store, key, dataset_root, len(codes))
         else:
@@ -158,6 +188,7 @@ def render_evaluation_videos(
             head_model, identity, codes, path, audio_samples=clip.audio, sample_rate=clip.sample_rate,
             fps=fps, resolution=resolution, render_config=config, ground_truth=truth,
             preview_png=out_dir / "preview.png" if result.preview_png is None else None, cpu_threads=cpu_threads,
+            smoothing=facial_smoothing, progress=_VideoProgress(say, path),
         )  # fmt: skip
         if result.preview_png is None:
             result.preview_png = out_dir / "preview.png"
@@ -167,6 +198,8 @@ def render_evaluation_videos(
     if unseen_audio:
         encoder = load_encoder_for(model, "<evaluated model>", encoder_path, next(model.parameters()).device)
         identity = identity_for(head_model, identity_code)
+        if identity_code is not None and (ignored := ignored_identity(head_model, identity)):
+            result.notes.append(f"identity code for unseen audio: {ignored}")
         for number, audio_path in enumerate(unseen_audio):
             cleaned = clean_audio_file(audio_path)
             features = audio_features_for(cleaned, encoder, fps, max_seconds=max_seconds)
@@ -176,6 +209,7 @@ def render_evaluation_videos(
                 head_model, identity, codes, path, audio_samples=cleaned.samples, sample_rate=cleaned.sample_rate,
                 fps=fps, resolution=resolution, render_config=config, cpu_threads=cpu_threads,
                 preview_png=out_dir / "preview.png" if result.preview_png is None else None,
+                smoothing=facial_smoothing, progress=_VideoProgress(say, path),
             )  # fmt: skip
             if result.preview_png is None:
                 result.preview_png = out_dir / "preview.png"

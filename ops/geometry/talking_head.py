@@ -13,9 +13,10 @@ the sequence bounds, and the render pass reads the frames back one at a time.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 
 from models.heads.base import HeadModel
+from ops.geometry.facial_smoothing import FacialSmoothing, smoothing_heads
+from ops.geometry.mesh_stream import MeshStream, head_device
 from ops.geometry.meshing import NPHM_BOUNDS, Bounds, Mesh, extract_mesh
 from ops.geometry.render import MeshFrame, RenderConfig, Renderer, sequence_bounds, side_by_side
 from ops.geometry.video import Mp4Writer, VideoConfig
@@ -51,19 +54,27 @@ def iter_expression_meshes(
     resolution: int = 64,
     method: str = "coarse_to_fine",
     bounds: Bounds = NPHM_BOUNDS,
+    smoothing: FacialSmoothing | None = None,
 ) -> Iterator[Mesh]:
-    """One marching-cubes mesh per frame of codes [T, 200], made lazily."""
+    """One marching-cubes mesh per frame of codes [T, 200], made lazily; with `smoothing`, the
+    facial smoothing of `ops.geometry.facial_smoothing` (mouth motion kept, the rest smoothed)."""
+    identity, codes = checked_codes(head, identity, codes)
+    for frame, (frame_head, code) in enumerate(zip(smoothing_heads(head, codes, smoothing), codes, strict=True)):
+        try:
+            yield extract_mesh(frame_head, identity, code, resolution=resolution, method=method, bounds=bounds)
+        except ValueError as error:
+            raise ValueError(f"frame {frame}: {error}") from error
+
+
+def checked_codes(head: HeadModel, identity: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(identity [identity_dim], codes [T>0, expression_dim]) as float32, or ValueError saying what is wrong."""
     codes = np.asarray(codes, dtype=np.float32)
     if codes.ndim != 2 or codes.shape[1] != head.expression_dim or len(codes) == 0:
         raise ValueError(f"expression codes must be [T>0, {head.expression_dim}], got {codes.shape}")
     identity = np.asarray(identity, dtype=np.float32)
     if identity.shape != (head.identity_dim,):
         raise ValueError(f"identity code must be [{head.identity_dim}], got {identity.shape}")
-    for frame, code in enumerate(codes):
-        try:
-            yield extract_mesh(head, identity, code, resolution=resolution, method=method, bounds=bounds)
-        except ValueError as error:
-            raise ValueError(f"frame {frame}: {error}") from error
+    return identity, codes
 
 
 def expression_meshes(
@@ -74,10 +85,11 @@ def expression_meshes(
     method: str = "coarse_to_fine",
     progress: FrameProgress | None = None,
     bounds: Bounds = NPHM_BOUNDS,
+    smoothing: FacialSmoothing | None = None,
 ) -> list[Mesh]:
     """Per-frame meshes of identity [1344] + codes [T, 200], all in memory (short clips)."""
     meshes = []
-    for mesh in iter_expression_meshes(head, identity, codes, resolution, method, bounds):
+    for mesh in iter_expression_meshes(head, identity, codes, resolution, method, bounds, smoothing):
         meshes.append(mesh)
         if progress is not None:
             progress(len(meshes), len(codes))
@@ -190,11 +202,38 @@ def render_talking_head(
     still added). `preview_png` saves the first frame.
     """
     generated = mesh_frames(meshes_or_vertex_sequence, faces)
-    config = render_config or talking_head_render_config()
     if bounds is None:
         bounds = sequence_bounds(vertices for vertices, _ in generated)
+    return _encode_frames(
+        (generated[frame] for frame in range(len(generated))), len(generated), out_mp4=out_mp4,
+        audio_samples=audio_samples, sample_rate=sample_rate, audio_file=audio_file, fps=fps,
+        render_config=render_config, ground_truth=ground_truth, ground_truth_faces=ground_truth_faces, labels=labels,
+        bounds=bounds, preview_png=preview_png, video_config=video_config, progress=progress,
+    )  # fmt: skip
+
+
+def _encode_frames(
+    generated: Iterable[MeshFrame],
+    n_generated: int,
+    *,
+    out_mp4: str | Path,
+    audio_samples: np.ndarray | None,
+    sample_rate: int | None,
+    audio_file: str | Path | None,
+    fps: float,
+    render_config: RenderConfig | None,
+    ground_truth,
+    ground_truth_faces: np.ndarray | None,
+    labels: tuple[str, str],
+    bounds: tuple[np.ndarray, np.ndarray],
+    preview_png: str | Path | None,
+    video_config: VideoConfig | None,
+    progress: FrameProgress | None,
+) -> Path:
+    """Render frames as they come (an iterator: they may still be in the making) into the MP4."""
+    config = render_config or talking_head_render_config()
     reference = None
-    n_frames = len(generated)
+    n_frames = n_generated
     if ground_truth is not None:
         reference = mesh_frames(ground_truth, ground_truth_faces)
         known = getattr(reference, "bounds", None)  # stored meshes know theirs: no pass over the frames
@@ -211,8 +250,8 @@ def render_talking_head(
             out_mp4, width, config.height, video_config or VideoConfig(fps=fps), audio, sample_rate,
             audio_seconds=n_frames / fps if audio_file is not None else None,
         ) as writer:  # fmt: skip
-            for frame in range(n_frames):
-                image = renderer.render(*generated[frame])
+            for frame, mesh in zip(range(n_frames), generated):
+                image = renderer.render(*mesh)
                 if reference is not None:
                     image = side_by_side(renderer.render(*reference[frame]), image, labels)
                 if frame == 0 and preview_png is not None:
@@ -244,6 +283,35 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def estimated_bounds(
+    head: HeadModel,
+    identity: np.ndarray,
+    codes: np.ndarray,
+    *,
+    smoothing: FacialSmoothing | None = None,
+    bounds: Bounds = NPHM_BOUNDS,
+    resolution: int = 32,
+    samples: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clip's bounding box before its frames are meshed, so rendering can start with frame 0.
+
+    Coarse meshes (`resolution`^3, ~1/8 of a 64^3 frame's work) of `samples` frames spread over
+    the clip plus the frame farthest from the mean code, padded by one coarse voxel (a coarse
+    surface is within a voxel of the fine one). Frames in between move little from their
+    neighbours, and the camera's framing margin covers the rest.
+    """
+    codes = np.asarray(codes, dtype=np.float32)
+    picks = set(np.linspace(0, len(codes) - 1, min(samples, len(codes))).round().astype(int).tolist())
+    picks.add(int(np.linalg.norm(codes - codes.mean(axis=0), axis=1).argmax()))
+    heads = smoothing_heads(head, codes, smoothing)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for frame in sorted(picks):
+        mesh = extract_mesh(heads[frame], identity, codes[frame], resolution=resolution, bounds=bounds)
+        lo, hi = np.minimum(lo, mesh.vertices.min(axis=0)), np.maximum(hi, mesh.vertices.max(axis=0))
+    voxel = (np.asarray(bounds[1]) - np.asarray(bounds[0])) / (resolution - 1)
+    return np.maximum(lo - voxel, bounds[0]), np.minimum(hi + voxel, bounds[1])
+
+
 def render_expression_video(
     head: HeadModel,
     identity: np.ndarray,
@@ -262,17 +330,46 @@ def render_expression_video(
     preview_png: str | Path | None = None,
     cpu_threads: int | None = None,
     progress: StageProgress | None = None,
+    smoothing: FacialSmoothing | None = None,
+    overlap: bool = True,
+    mesh_workers: int | None = None,
+    video_config: VideoConfig | None = None,
 ) -> Path:
     """Mesh every frame of codes [T, 200] and render them with the audio, in bounded memory.
 
-    Meshes go to `meshes_dir` as frame_NNNNN.ply (kept) or to a temporary folder beside the video
-    (removed afterwards). The audio: samples, or `audio_file` (see `render_talking_head`).
-    `progress(stage, done, total)` reports both passes. `cpu_threads` sets
-    torch's intra-op threads while meshing (see `torch_threads`).
+    `overlap` (default): frame t+1 is meshed on a worker thread while frame t is rendered and
+    encoded (`MeshStream`, `mesh_workers` threads, default `default_mesh_workers()`); the camera is fitted to `estimated_bounds`; progress reports stage
+    "frames" (meshed and rendered). Without it, two passes: every mesh is written to a PLY while
+    the exact bounds are tracked, then the frames are read back and rendered (stages "meshing",
+    "rendering"). Meshes go to `meshes_dir` as frame_NNNNN.ply when given (kept); the two-pass
+    way spills them to a temporary folder beside the video otherwise (removed afterwards).
+    `smoothing`: facial smoothing (`ops.geometry.facial_smoothing`), None for the raw codes.
+    The audio: samples, or `audio_file` (see `render_talking_head`). `cpu_threads` sets torch's
+    intra-op threads while meshing (see `torch_threads`).
     """
     out_mp4 = Path(out_mp4)
     if not out_mp4.parent.is_dir():
         raise FileNotFoundError(f"{out_mp4}: output folder {out_mp4.parent} does not exist")
+    identity, codes = checked_codes(head, identity, codes)
+    encode = dict(
+        out_mp4=out_mp4, audio_samples=audio_samples, sample_rate=sample_rate, audio_file=audio_file, fps=fps,
+        render_config=render_config, ground_truth=ground_truth, ground_truth_faces=None,
+        labels=("ground truth", "generated"), preview_png=preview_png, video_config=video_config,
+    )  # fmt: skip
+    if overlap:
+        return _overlapped(
+            head,
+            identity,
+            codes,
+            resolution,
+            method,
+            meshes_dir,
+            cpu_threads,
+            progress,
+            smoothing,
+            encode,
+            mesh_workers,
+        )
     spill = (
         Path(meshes_dir)
         if meshes_dir is not None
@@ -283,7 +380,8 @@ def render_expression_video(
         paths: list[Path] = []
         lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
         with torch_threads(cpu_threads):
-            for frame, mesh in enumerate(iter_expression_meshes(head, identity, codes, resolution, method)):
+            meshes = iter_expression_meshes(head, identity, codes, resolution, method, smoothing=smoothing)
+            for frame, mesh in enumerate(meshes):
                 path = frame_file(spill, frame)
                 write_ply(path, mesh.vertices, mesh.faces)
                 paths.append(path)
@@ -291,11 +389,44 @@ def render_expression_video(
                 if progress is not None:
                     progress("meshing", frame + 1, len(codes))
         report = (lambda done, total: progress("rendering", done, total)) if progress is not None else None
-        return render_talking_head(
-            PlyMeshSequence(paths), out_mp4=out_mp4, audio_samples=audio_samples, sample_rate=sample_rate,
-            audio_file=audio_file, fps=fps, render_config=render_config, ground_truth=ground_truth, bounds=(lo, hi), preview_png=preview_png,
-            progress=report,
-        )  # fmt: skip
+        frames = PlyMeshSequence(paths)
+        return _encode_frames(iter(frames), len(frames), bounds=(lo, hi), progress=report, **encode)
     finally:
         if meshes_dir is None:
             shutil.rmtree(spill, ignore_errors=True)
+
+
+def default_mesh_workers() -> int:
+    """Meshing threads beside the render thread: two on a machine with 2+ cores (measured on 2 cores:
+    one meshes while the other renders and encodes, and meshing is the slower stage), else one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+def _overlapped(
+    head, identity, codes, resolution, method, meshes_dir, cpu_threads, progress, smoothing, encode, workers
+):
+    """`render_expression_video` with meshing on worker threads, ahead of rendering."""
+    folder = Path(meshes_dir) if meshes_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    heads = smoothing_heads(head, codes, smoothing)
+
+    def make(frame: int) -> Mesh:
+        try:
+            return extract_mesh(heads[frame], identity, codes[frame], resolution=resolution, method=method)
+        except ValueError as error:
+            raise ValueError(f"frame {frame}: {error}") from error
+
+    def keep(frame: int, mesh: Mesh) -> None:
+        if folder is not None:
+            write_ply(frame_file(folder, frame), mesh.vertices, mesh.faces)
+
+    report = (lambda done, total: progress("frames", done, total)) if progress is not None else None
+    with torch_threads(cpu_threads):
+        bounds = estimated_bounds(head, identity, codes, smoothing=smoothing)
+        stream = MeshStream(make, len(codes), workers=workers or default_mesh_workers(), device=head_device(head),
+                            on_mesh=keep)  # fmt: skip
+        with stream:
+            frames = ((mesh.vertices, mesh.faces) for mesh in stream)
+            return _encode_frames(frames, len(codes), bounds=bounds, progress=report, **encode)

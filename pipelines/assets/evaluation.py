@@ -161,6 +161,8 @@ class RendersConfig(Config):
     video_size: int = 256
     max_seconds: float = 10.0
     steps: int = 50
+    facial_smoothing: bool = True  # FaceTalk's post-processing: mouth motion kept, the rest smoothed over time
+    smoothing_width: float = 0.1  # standard deviation of the mouth Gaussian, head units
 
 
 @asset(group_name="evaluation", deps=[facetalk_model], kinds={"video"})
@@ -173,6 +175,7 @@ def evaluation_renders(
 ) -> MaterializeResult:
     """MP4s with audio: held-out sequences beside their ground truth, and unseen audio files."""
     from ops.evaluation.renders import render_evaluation_videos
+    from ops.geometry.facial_smoothing import FacialSmoothing
 
     unseen = config.unseen_audio or sorted(str(p) for p in (dataset.path / "_meta" / "unseen_audio").glob("*.wav"))
     final = store.path / "renders"
@@ -195,6 +198,7 @@ def evaluation_renders(
             max_seconds=config.max_seconds,
             steps=config.steps,
             progress=context.log.info,
+            facial_smoothing=FacialSmoothing(width=config.smoothing_width) if config.facial_smoothing else None,
         )
         videos = [
             str(final / v.relative_to(out_dir).as_posix()) if is_remote(final) else str(v) for v in renders.videos
