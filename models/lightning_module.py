@@ -79,7 +79,9 @@ class MotionDiffusionModule(L.LightningModule):
         for _name, param in self.model.denoiser.named_parameters():
             (no_decay if param.ndim < 2 else decay).append(param)  # no decay on biases, norms, null embedding
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr,
+            fused=self.device.type == "cuda" or None,  # one kernel for all parameters instead of a loop
         )
 
         def lr_factor(step: int) -> float:
