@@ -61,6 +61,7 @@ RESULT_FILE = "training_result.json"
 # Set by rank 0 before Lightning starts the other DDP processes, so that they share its run directory.
 RUN_NAME_ENV = "FACETALK_TRAIN_RUN_NAME"
 BEST_SCORE_KEY, BEST_PATH_KEY = "facetalk_chain_best_score", "facetalk_chain_best_path"
+BEST_DATA_KEY = "facetalk_chain_best_segments"
 
 
 @dataclass
@@ -153,6 +154,7 @@ class ChainBest:
 
     score: float
     path: str  # "runs/<name>/checkpoints/best.ckpt"
+    segments_version: str = ""  # val losses compare only on the same validation data
 
 
 def chain_best_in(ckpt: dict[str, Any], resumed_from: StorePath) -> ChainBest | None:
@@ -163,7 +165,7 @@ def chain_best_in(ckpt: dict[str, Any], resumed_from: StorePath) -> ChainBest | 
         if not key.startswith("ModelCheckpoint") or not isinstance(state, dict):
             continue
         if state.get(BEST_PATH_KEY):
-            return ChainBest(float(state[BEST_SCORE_KEY]), str(state[BEST_PATH_KEY]))
+            return ChainBest(float(state[BEST_SCORE_KEY]), str(state[BEST_PATH_KEY]), str(state.get(BEST_DATA_KEY, "")))
         if state.get("best_model_score") is not None and state.get("best_model_path"):
             run = resumed_from.parent.parent.name
             return ChainBest(
@@ -172,7 +174,9 @@ def chain_best_in(ckpt: dict[str, Any], resumed_from: StorePath) -> ChainBest | 
     return None
 
 
-def _mirrored_checkpoint(mirror: FileMirror | None, run_name: str, previous: ChainBest | None, **kwargs: Any):
+def _mirrored_checkpoint(
+    mirror: FileMirror | None, run_name: str, segments_version: str, previous: ChainBest | None, **kwargs: Any
+):
     """Lightning's ModelCheckpoint, uploading the run directory after each save when it is remote,
     and recording in every checkpoint the best of the chain of resumed runs (see `chain_best`).
 
@@ -191,7 +195,7 @@ def _mirrored_checkpoint(mirror: FileMirror | None, run_name: str, previous: Cha
             path = Path(self.best_model_path) if self.best_model_path else None
             if self.best_model_score is None or path is None or path.parent != Path(self.dirpath):
                 return None
-            return ChainBest(float(self.best_model_score), f"runs/{run_name}/checkpoints/{path.name}")
+            return ChainBest(float(self.best_model_score), f"runs/{run_name}/checkpoints/{path.name}", segments_version)
 
         def chain_best(self) -> ChainBest | None:
             """The better of this run's best and the best of the runs it resumed."""
@@ -203,7 +207,11 @@ def _mirrored_checkpoint(mirror: FileMirror | None, run_name: str, previous: Cha
             state = super().state_dict()
             best = self.chain_best()
             if best is not None:
-                state[BEST_SCORE_KEY], state[BEST_PATH_KEY] = best.score, best.path
+                state[BEST_SCORE_KEY], state[BEST_PATH_KEY], state[BEST_DATA_KEY] = (
+                    best.score,
+                    best.path,
+                    best.segments_version,
+                )
             return state
 
         def on_validation_end(self, trainer, pl_module) -> None:
@@ -277,6 +285,9 @@ def _train(
             resume_from, resume_local, resumed_step = None, None, 0
     if resume_from is not None:
         previous_best = chain_best_in(ckpt, resume_from)
+        if previous_best and previous_best.segments_version not in ("", summary.path.name):
+            say(f"the earlier best was validated on segments {previous_best.segments_version}: not compared")
+            previous_best = None
         history_file = resume_from.parent.parent / "history.json"
         if history_file.is_file():
             previous_history = {
@@ -298,6 +309,7 @@ def _train(
     checkpointing = _mirrored_checkpoint(
         mirror,
         run_name,
+        summary.path.name,
         previous_best,
         dirpath=local_run / "checkpoints",
         filename="best",
