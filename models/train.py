@@ -83,6 +83,7 @@ class TrainResult:
     segments_dir: str = ""  # the segment version trained on: pruning keeps it while this model is published
     segments_version: str = ""
     devices: int = 1  # processes that trained together (DDP); segments_per_s counts all of them
+    rank: int = 0  # this process's DDP rank: only rank 0 published
     data_path: str = ""  # how batches reached the model: frames on the device, or a DataLoader
     loss_history: dict[str, list[list[float]]] = field(default_factory=dict)  # {"train"|"val": [[step, loss], ...]}
 
@@ -407,6 +408,7 @@ def _train(
         segments_dir=str(summary.path),
         segments_version=summary.path.name,
         devices=trainer.world_size,
+        rank=trainer.global_rank,
         data_path=data.data_path,
         loss_history=history.history,
     )
@@ -445,14 +447,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory (runs/, model.ckpt)")
     parser.add_argument("--no-resume", action="store_true", help="start from scratch even if out/runs has a checkpoint")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
+    parser.add_argument("--devices", type=int, help="override train.devices (processes; DDP when > 1)")
+    parser.add_argument("--strategy", help="override train.strategy, e.g. ddp")
+    parser.add_argument("--accelerator", help="override train.accelerator: auto, gpu or cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = as_config(args.config)
-    if args.max_steps:
-        config = config.replace(train={"max_steps": args.max_steps})
+    overrides = {"max_steps": args.max_steps, "devices": args.devices, "strategy": args.strategy}
+    overrides["accelerator"] = args.accelerator
+    config = config.replace(train={k: v for k, v in overrides.items() if v})
     result = train(config, args.segments, args.out, resume=not args.no_resume)
-    summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
-    print(json.dumps(summary, indent=2))
+    if result.rank == 0:  # under DDP every process returns here; one summary is enough
+        summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
+        print(json.dumps(summary, indent=2))
     return 0
 
 

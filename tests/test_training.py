@@ -276,3 +276,35 @@ def test_device_batches_match_the_dataloader_and_shard_across_ranks(store):
     streaming.prepare()
     streaming.use_device(expected_device())
     assert not streaming.on_device and isinstance(streaming.train_dataloader(), DataLoader)
+
+
+def test_ddp_on_two_cpu_processes_publishes_a_model_like_a_single_process(first_run, store, tmp_path):
+    """`train.devices: 2, strategy: ddp` on the CPU (gloo): Lightning re-runs the command for rank 1,
+    both ranks share one run directory, and only rank 0 publishes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from models.config import save_config
+
+    single_out, _, _ = first_run
+    config = tiny_config(max_steps=10, val_every=5, accelerator="cpu", devices=2, strategy="ddp")
+    save_config(config, tmp_path / "ddp.yaml")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "models.train", "-c", str(tmp_path / "ddp.yaml")]
+    command += ["--segments", str(store), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stderr and "rank 1: done; rank 0 publishes the model" in done.stderr
+    published = json.loads((tmp_path / "out" / RESULT_FILE).read_text())
+    assert published["devices"] == 2 and published["rank"] == 0 and published["steps"] == 10
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 1  # both ranks wrote into rank 0's run
+    ddp = load_motion_model(tmp_path / "out" / MODEL_FILE, expected_config=tiny_config())
+    single = load_motion_model(single_out / MODEL_FILE)
+    assert {k: v.shape for k, v in ddp.state_dict().items()} == {k: v.shape for k, v in single.state_dict().items()}
+    assert ddp.meta == single.meta
+    audio = np.random.default_rng(1).standard_normal((40, AUDIO_DIM)).astype(np.float32)
+    motion = ddp.generate(audio, steps=4, seed=0)
+    assert motion.shape == single.generate(audio, steps=4, seed=0).shape == (40, 200) and np.isfinite(motion).all()
