@@ -367,6 +367,10 @@ def _train(
             warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_local) if resume_local else None)
+            if not trainer.interrupted and trainer.global_step % trainer.val_check_interval:
+                # Steps after the last validation would be lost, and the next run would take this
+                # finished run for a crashed one and resume it: last.ckpt at the final step.
+                trainer.save_checkpoint(local_run / "checkpoints" / "last.ckpt")
     finally:
         if spawned:
             os.environ.pop(RUN_NAME_ENV, None)

@@ -222,7 +222,10 @@ def test_a_resumed_run_that_gets_worse_publishes_the_earlier_best(tmp_path, stor
     """The second `facetalk demo` bug: a run resumed from last.ckpt published its own best even
     when every validation it made was worse than the earlier run's best."""
     out = tmp_path / "out"
-    first = train(tiny_config(max_steps=30), store, out)
+    messages: list[str] = []
+    first = train(tiny_config(max_steps=30, compile=True), store, out, progress=messages.append)
+    if not torch.cuda.is_available():  # compiling runs on CUDA only
+        assert any("train.compile is off on CPU" in m for m in messages)
     first_best = Path(first.best_checkpoint).read_bytes()
     # The earlier run's tail went bad (as an overfitting or diverging run does): noise on its last weights.
     last = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
@@ -308,3 +311,13 @@ def test_ddp_on_two_cpu_processes_publishes_a_model_like_a_single_process(first_
     audio = np.random.default_rng(1).standard_normal((40, AUDIO_DIM)).astype(np.float32)
     motion = ddp.generate(audio, steps=4, seed=0)
     assert motion.shape == single.generate(audio, steps=4, seed=0).shape == (40, 200) and np.isfinite(motion).all()
+
+
+def test_a_finished_run_ends_with_its_final_step_checkpointed_and_is_not_resumed(tmp_path, store):
+    """max_steps not a multiple of val_every: last.ckpt still holds the final step, so the next call
+    starts a new run instead of taking the finished one for a crashed one."""
+    first = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out")
+    ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 15
+    again = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out", resume=True)
+    assert again.resumed_from is None and again.run_dir != first.run_dir
