@@ -24,6 +24,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -120,7 +121,7 @@ class RawStep:
 
 
 def step_rate(step: RawStep, steps: int) -> float:
-    """Segments/s of the raw step, after two warm-up steps."""
+    """Segments/s of the raw step over `steps` steps, after two warm-up steps."""
     for _ in range(2):
         step()
     _sync(step.device)
@@ -154,7 +155,8 @@ def run_train(cfg: ExperimentConfig, store: Path, on_val: Callable[[int, float],
 
 def train_rate(cfg: ExperimentConfig, store: Path, steps: int, on_device: bool) -> tuple[float, float, str]:
     """Segments/s of `train()` over `steps` steps with one validation at the end: end to end (start-up,
-    validation and checkpoints included) and steady (the training loop's pace after its first step)."""
+    validation and checkpoints included) and steady (the training loop's pace from the end of its first
+    step to the end of its last, from train()'s log line: what the raw step is compared with)."""
     cfg = cfg.replace(
         train={
             "max_steps": steps,
@@ -230,7 +232,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/nphm.yaml" if on_cuda else "configs/tiny.yaml")
     parser.add_argument("--batches", default="64,512,4096" if on_cuda else "16,64", help="comma-separated")
-    parser.add_argument("--steps", type=int, default=50 if on_cuda else 8, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=50 if on_cuda else 20, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=1 if on_cuda else 3, help="interleaved repeats (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads on CPU")
     parser.add_argument("--target-loss", type=float, default=0.8, help="validation loss for the time-to-loss run")
     parser.add_argument("--target-steps", type=int, default=3000 if on_cuda else 200, help="its step budget")
@@ -262,12 +265,16 @@ def main() -> None:
         )
         for batch in batches:
             c = cfg.replace(train={"batch_size": batch})
-            step = RawStep(c, device)
-            flops = step.flops()
-            raw = step_rate(step, args.steps)
-            del step
-            end_to_end, on_dev, data_path = train_rate(c, store, args.steps, on_device=True)
-            loader_end_to_end, loader, _ = train_rate(c, store, args.steps, on_device=False)
+            rounds = []  # raw step, frames on device, DataLoader: interleaved, so that load hits all alike
+            for _ in range(args.rounds):
+                step = RawStep(c, device)
+                flops = step.flops()
+                raw = step_rate(step, args.steps)
+                del step
+                end_to_end, on_dev, data_path = train_rate(c, store, args.steps, on_device=True)
+                loader_end_to_end, loader, _ = train_rate(c, store, args.steps, on_device=False)
+                rounds.append((raw, on_dev, loader, end_to_end, loader_end_to_end))
+            raw, on_dev, loader, end_to_end, loader_end_to_end = (statistics.median(r) for r in zip(*rounds))
             tflops = flops * raw / batch / 1e12
             results["batches"][batch] = row = {
                 "step_segments_per_s": raw,
@@ -282,6 +289,7 @@ def main() -> None:
                 "share_of_matmul_peak": tflops / peak,
                 "flops_per_step": flops,
                 "data_path": data_path,
+                "rounds": rounds,
             }
             print(
                 f"batch {batch:>5}: step {raw:9.1f} seg/s ({tflops:.3g} TFLOP/s, {tflops / peak:.0%} of matmul) | "

@@ -126,14 +126,15 @@ def _make_history_callback(
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
-            if self._step0 is None:
-                self._step0 = step - 1
+            if self._step0 is None:  # the pace counts from the end of the first step: start-up aside
+                self._step0, self._t0 = step, time.perf_counter()
             if step % config.train.log_every and step != trainer.max_steps:
                 return
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             value = float(loss.detach().float().cpu())
             self.history["train"].append([step, value])
-            rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
+            # Steps since the first one over the time since, validation included (it is part of training).
+            rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9) if step > self._step0 else 0.0
             if trainer.is_global_zero:
                 say(f"step {step}/{trainer.max_steps}  train_loss {value:.4f}  {rate:.2f} steps/s")
 
