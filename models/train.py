@@ -124,6 +124,10 @@ def _make_history_callback(
             self._t0 = time.perf_counter()
             self._step0: int | None = None
 
+        def on_train_start(self, trainer, pl_module) -> None:
+            if trainer.is_global_zero and trainer.datamodule is not None:
+                say(f"batches: {trainer.datamodule.data_path}")
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
             if self._step0 is None:  # the pace counts from the end of the first step: start-up aside

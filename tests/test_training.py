@@ -89,6 +89,7 @@ def test_training_reduces_loss_and_publishes_a_model(first_run):
     assert (out / MODEL_FILE).is_file() and (out / RESULT_FILE).is_file()
     assert (Path(result.run_dir) / "logs" / "csv" / "version_0" / "metrics.csv").is_file()
     assert any("val_loss" in m for m in messages) and any("steps/s" in m for m in messages)
+    assert f"batches: {result.data_path}" in messages
     assert result.segments_per_s > 0
 
 
@@ -321,3 +322,15 @@ def test_a_finished_run_ends_with_its_final_step_checkpointed_and_is_not_resumed
     assert ckpt["global_step"] == 15
     again = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out", resume=True)
     assert again.resumed_from is None and again.run_dir != first.run_dir
+
+
+def test_fused_adamw_with_bf16_mixed_precision_and_gradient_clipping(tmp_path, store, monkeypatch):
+    """The CUDA combination (bf16-mixed, fused AdamW, grad_clip), run on this machine's device:
+    Lightning refuses to clip for a fused optimizer unless the module clips itself."""
+    import models.lightning_module as lightning_module
+
+    monkeypatch.setattr(lightning_module, "fused_adamw", lambda device: True)  # CPU has a fused AdamW kernel too
+    result = train(tiny_config(max_steps=6, val_every=6, precision="bf16-mixed"), store, tmp_path / "out")
+    assert result.steps == 6 and result.precision == "bf16-mixed" and np.isfinite(result.best_val_loss)
+    ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["fused"] is True
