@@ -67,6 +67,8 @@ class DeviceBatches:
         self.rank, self.world_size = rank, world_size
         self._epoch = epoch  # the trainer's epoch: a resumed run continues the sequence of permutations
         self._epochs_drawn = 0
+        self._drawn = 0  # batches of the current epoch handed out (saved in checkpoints)
+        self._skip = 0  # after a resume: batches of the first epoch that the previous run already drew
 
     def _shard(self) -> torch.Tensor:
         """This rank's segment positions for the coming epoch (on the device)."""
@@ -89,10 +91,20 @@ class DeviceBatches:
         mine = len(range(self.rank, n, self.world_size))
         return -(-mine // self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        """Lightning saves this with a checkpoint and restores it, so a resumed run continues mid-epoch
+        (give or take the one batch Lightning fetched ahead)."""
+        return {"drawn": self._drawn}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("drawn", 0))
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         positions = self._shard()
         self._epochs_drawn += 1
-        for b in range(len(self)):
+        start, self._skip = min(self._skip, len(self)), 0
+        for b in range(start, len(self)):
+            self._drawn = b + 1
             chosen = positions[b * self.batch_size : (b + 1) * self.batch_size]
             yield {
                 "motion": self.frames.motion[self.motion_starts[chosen, None] + self.window],

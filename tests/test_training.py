@@ -320,6 +320,8 @@ def test_a_finished_run_ends_with_its_final_step_checkpointed_and_is_not_resumed
     first = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out")
     ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 15
+    # 4 batches per epoch: the checkpoint knows that 3 of the 4th epoch's were drawn (resume goes on from there)
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"drawn": 3}]
     again = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out", resume=True)
     assert again.resumed_from is None and again.run_dir != first.run_dir
 
