@@ -91,10 +91,23 @@ class TrainConfig:
     num_workers: int = 4
     log_every: int = 50
     cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0 = torch's default
+    # Frame arrays go onto the training device once when they take at most this share of its memory
+    # (GPU memory on CUDA, host RAM on CPU); 0 always streams through a DataLoader.
+    device_data_fraction: float = 0.25
+    compile: bool = False  # torch.compile the denoiser (CUDA only; ignored with a log line on CPU)
+    # Processes (GPUs, or CPU processes with accelerator cpu) and Lightning strategy: "auto" for one,
+    # "ddp" for several. Each process draws batch_size segments per step: the effective batch is
+    # batch_size * devices (scale lr with it; see the README's multi-GPU section).
+    devices: int = 1
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_steps < 1 or self.val_every < 1:
             raise ValueError("train.batch_size, train.max_steps and train.val_every must be positive")
+        if not 0.0 <= self.device_data_fraction <= 1.0:
+            raise ValueError(f"train.device_data_fraction must be in [0, 1], got {self.device_data_fraction}")
+        if self.devices < 1:
+            raise ValueError(f"train.devices must be at least 1, got {self.devices}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
 

@@ -1,7 +1,10 @@
 """Training data from the segment store: a torch Dataset with batched reads, and a LightningDataModule.
 
 A segment is a slice of the store's frame arrays. When those fit `data.preload_max_mb`, one reader
-keeps them in RAM and a batch is a numpy gather; larger stores are read batch by batch, each
+keeps them in RAM; when they also fit `train.device_data_fraction` of the training device's memory,
+they are copied onto the device once and batches are gathered there (`models.device_data`: no
+DataLoader, no per-step copies; on a CPU the device is host RAM). Otherwise batches stream through
+a DataLoader (pinned memory and prefetching on CUDA); larger stores are read batch by batch, each
 DataLoader worker opening its own reader (a reader is never shared across fork). For the FLAME
 variant, every stored FLAME frame is projected on the PCA basis once while preparing, so training
 reads K numbers per frame instead of V * 3, and only segments with FLAME are used.
@@ -20,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.config import ExperimentConfig
+from models.device_data import DeviceBatches, DeviceFrames, device_memory_bytes
 from models.motion_codec import fit_pca_basis
 from storage.location import StorePath, store_path
 from storage.segments import DEFAULT_CACHE_BYTES, SegmentReader, SegmentStoreError
@@ -66,10 +70,12 @@ def inspect_store(reader: SegmentReader, config: ExperimentConfig) -> StoreSumma
     which = "train segments with FLAME" if flame else "train segments"
     if len(reader) == 0:
         raise SegmentStoreError(f"segment store {where!r} is empty (0 segments)")
-    if n_train < config.train.batch_size:
+    per_step = config.train.batch_size * config.train.devices  # DDP: one batch per process per step
+    if n_train < per_step:
+        devices = f" x train.devices = {config.train.devices}" if config.train.devices > 1 else ""
         raise SegmentStoreError(
             f"segment store {where!r} has {n_train} {which}, fewer than one batch "
-            f"(train.batch_size = {config.train.batch_size}); add data or lower the batch size"
+            f"(train.batch_size = {config.train.batch_size}{devices}); add data or lower the batch size"
         )
     if n_val == 0:
         raise SegmentStoreError(
@@ -194,6 +200,11 @@ class SegmentDataModule(L.LightningDataModule):
         self._train: SegmentDataset | None = None
         self._val: SegmentDataset | None = None
         self._preloaded = False
+        self._reader: SegmentReader | None = None
+        self._motion_codes: np.ndarray | None = None  # FLAME: PCA codes per stored frame
+        self._device_frames: DeviceFrames | None = None
+        self._rank, self._world_size = 0, 1
+        self.data_path = "not prepared"  # how batches reach the model, for the log
 
     def prepare(self) -> StoreSummary:
         probe = open_reader(self.segments_dir, cache_bytes=0)
@@ -227,10 +238,78 @@ class SegmentDataModule(L.LightningDataModule):
         self.mean, self.std = _mean_std(read, stats_rows, segment_bytes)
 
         shared = reader if self._preloaded else None  # preloaded: one reader's arrays serve both splits
+        self._reader, self._motion_codes = reader, motion
         field = summary.motion_field
         self._train = SegmentDataset(self.segments_dir, train_idx, field, motion, train_starts, shared, budget)
         self._val = SegmentDataset(self.segments_dir, val_idx, field, motion, val_starts, shared, budget)
         return summary
+
+    def setup(self, stage: str) -> None:
+        """Lightning's hook, once the trainer knows its device and rank: choose how batches travel."""
+        trainer = self.trainer
+        if trainer is not None:
+            self.use_device(trainer.strategy.root_device, trainer.global_rank, trainer.world_size)
+
+    def use_device(self, device: torch.device | str, rank: int = 0, world_size: int = 1) -> None:
+        """Put the frame arrays on `device` when they fit its share of memory; else keep streaming."""
+        if self.summary is None:
+            raise RuntimeError("SegmentDataModule.prepare() must run before use_device()")
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        self._rank, self._world_size = rank, world_size
+        if self._device_frames is not None and self._device_frames.device == device:
+            return
+        self._device_frames = None
+        fraction = self.config.train.device_data_fraction
+        if not self._preloaded or fraction <= 0:
+            self.data_path = self._streaming_path(device, "not preloaded" if fraction > 0 else "device_data_fraction 0")
+            return
+        motion, audio = self._frame_arrays()
+        need, have = motion.nbytes + audio.nbytes, device_memory_bytes(device)
+        if need > fraction * have:
+            share = f"{need / 2**20:.0f} MB > {fraction:g} of {have / 2**30:.1f} GB"
+            self.data_path = self._streaming_path(device, share)
+            return
+        self._device_frames = DeviceFrames(motion, audio, device)
+        self.data_path = f"frames on {device} ({need / 2**20:.1f} MB), batches gathered there"
+
+    def _streaming_path(self, device: torch.device, why: str) -> str:
+        pinned = " from pinned memory" if device.type == "cuda" else ""
+        return f"DataLoader ({why}), {self._workers()} workers{pinned}"
+
+    def _frame_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole motion and audio frame arrays (kept in RAM by the preloading reader)."""
+        frames = self._reader.frames
+        motion = self._motion_codes if self._motion_codes is not None else frames.whole(self.summary.motion_field)
+        return motion, frames.whole("audio_features")
+
+    def _device_batches(self, dataset: SegmentDataset, train: bool) -> DeviceBatches:
+        flame = self.summary.motion_field == "flame_offsets"
+        motion_starts = self._reader.first_rows(
+            "flame_offsets" if flame else self.summary.motion_field, dataset.indices
+        )
+        trainer = self.trainer
+        return DeviceBatches(
+            self._device_frames,
+            motion_starts,
+            self._reader.first_rows("audio_features", dataset.indices),
+            self.summary.segment_frames,
+            self.config.train.batch_size,
+            shuffle=train,
+            seed=self.config.train.seed,
+            rank=self._rank,
+            world_size=self._world_size,
+            epoch=(lambda: trainer.current_epoch) if trainer is not None and train else None,
+        )
+
+    @property
+    def on_device(self) -> bool:
+        return self._device_frames is not None
+
+    def _workers(self) -> int:
+        # Preloaded arrays make a batch a memory gather: worker processes would only add IPC.
+        return 0 if self._preloaded else self.config.train.num_workers
 
     def _stats_sample(self, train_idx: np.ndarray, max_segments: int = 2048) -> np.ndarray:
         rng = np.random.default_rng(self.config.train.seed)
@@ -281,11 +360,12 @@ class SegmentDataModule(L.LightningDataModule):
     def n_vertices(self) -> int | None:
         return self.summary.motion_shape[0] if self.summary and self.summary.motion_field == "flame_offsets" else None
 
-    def _loader(self, dataset: SegmentDataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: SegmentDataset, train: bool) -> DataLoader | DeviceBatches:
         if dataset is None:
             raise RuntimeError("SegmentDataModule.prepare() must run before the dataloaders are built")
-        # Preloaded arrays make a batch a memory gather: worker processes would only add IPC.
-        workers = 0 if self._preloaded else self.config.train.num_workers
+        if self._device_frames is not None:
+            return self._device_batches(dataset, train)
+        workers = self._workers()
         generator = torch.Generator().manual_seed(self.config.train.seed)
         return DataLoader(
             dataset,
@@ -294,13 +374,14 @@ class SegmentDataModule(L.LightningDataModule):
             drop_last=train,
             num_workers=workers,
             persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,  # batches read ahead while the device computes
             collate_fn=_already_batched,
             generator=generator if train else None,
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self._train, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self._val, train=False)

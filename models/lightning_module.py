@@ -18,6 +18,11 @@ from models.motion_model import MotionMeta, MotionModel
 VAL_SEED = 1234  # validation draws the same t and noise every pass, so val_loss curves are comparable
 
 
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW runs fused (one kernel for all parameters instead of a loop): on CUDA."""
+    return device.type == "cuda"
+
+
 class MotionDiffusionModule(L.LightningModule):
     def __init__(self, config: dict[str, Any], meta: dict[str, Any]):
         super().__init__()
@@ -79,7 +84,10 @@ class MotionDiffusionModule(L.LightningModule):
         for _name, param in self.model.denoiser.named_parameters():
             (no_decay if param.ndim < 2 else decay).append(param)  # no decay on biases, norms, null embedding
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=t.lr,
+            # Not with fp16's GradScaler: a fused step unscales itself, after clipping would have run.
+            fused=(fused_adamw(self.device) and self._precision() != "16-mixed") or None,
         )
 
         def lr_factor(step: int) -> float:
@@ -90,6 +98,20 @@ class MotionDiffusionModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _precision(self) -> str:
+        return str(self._trainer.precision) if self._trainer is not None else ""
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        if gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # Lightning refuses to clip for an optimizer that unscales inside step() (fused AdamW) under
+            # mixed precision, for fear of clipping scaled gradients. bf16 has no GradScaler: they are not.
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def inference_model(self) -> MotionModel:
         """A MotionModel carrying the EMA weights (what sampling should use)."""

@@ -9,7 +9,13 @@ Layout of `out_dir`:
 
 `resume=True` continues from the newest `last.ckpt` under runs/ (finished or crashed), so the
 global step, optimiser and EMA carry on; a checkpoint from a config with different shapes is
-refused with the differing fields named.
+refused with the differing fields named. The published model is the best checkpoint of the whole
+chain of resumed runs: a resumed run whose validations never beat an earlier run's best publishes
+that earlier best (each checkpoint carries the chain's best score and file).
+
+With `train.devices` > 1 and `train.strategy: ddp`, Lightning starts one process per device (it
+re-runs the command, so launch through `python -m models.train` or a script); every process runs
+`train()`, they share one run directory, and only rank 0 writes the published files.
 
 `out_dir` may be on an object store (`s3://...`, see `storage.location`): Lightning then writes the
 run into a local staging directory, and every validation (when the checkpoints are saved) uploads
@@ -25,6 +31,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -51,6 +58,10 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.ckpt"
 RESULT_FILE = "training_result.json"
+# Set by rank 0 before Lightning starts the other DDP processes, so that they share its run directory.
+RUN_NAME_ENV = "FACETALK_TRAIN_RUN_NAME"
+BEST_SCORE_KEY, BEST_PATH_KEY = "facetalk_chain_best_score", "facetalk_chain_best_path"
+BEST_DATA_KEY = "facetalk_chain_best_segments"
 
 
 @dataclass
@@ -71,6 +82,9 @@ class TrainResult:
     n_val_segments: int
     segments_dir: str = ""  # the segment version trained on: pruning keeps it while this model is published
     segments_version: str = ""
+    devices: int = 1  # processes that trained together (DDP); segments_per_s counts all of them
+    rank: int = 0  # this process's DDP rank: only rank 0 published
+    data_path: str = ""  # how batches reached the model: frames on the device, or a DataLoader
     loss_history: dict[str, list[list[float]]] = field(default_factory=dict)  # {"train"|"val": [[step, loss], ...]}
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,31 +124,67 @@ def _make_history_callback(
             self._t0 = time.perf_counter()
             self._step0: int | None = None
 
+        def on_train_start(self, trainer, pl_module) -> None:
+            if trainer.is_global_zero and trainer.datamodule is not None:
+                say(f"batches: {trainer.datamodule.data_path}")
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             step = trainer.global_step
-            if self._step0 is None:
-                self._step0 = step - 1
+            if self._step0 is None:  # the pace counts from the end of the first step: start-up aside
+                self._step0, self._t0 = step, time.perf_counter()
             if step % config.train.log_every and step != trainer.max_steps:
                 return
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             value = float(loss.detach().float().cpu())
             self.history["train"].append([step, value])
-            rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9)
-            say(f"step {step}/{trainer.max_steps}  train_loss {value:.4f}  {rate:.2f} steps/s")
+            # Steps since the first one over the time since, validation included (it is part of training).
+            rate = (step - self._step0) / max(time.perf_counter() - self._t0, 1e-9) if step > self._step0 else 0.0
+            if trainer.is_global_zero:
+                say(f"step {step}/{trainer.max_steps}  train_loss {value:.4f}  {rate:.2f} steps/s")
 
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
                 return
             value = float(trainer.callback_metrics["val_loss"].cpu())
             self.history["val"].append([trainer.global_step, value])
-            say(f"step {trainer.global_step}/{trainer.max_steps}  val_loss {value:.4f}")
-            _atomic_write_json(self.history, history_path)
+            if trainer.is_global_zero:
+                say(f"step {trainer.global_step}/{trainer.max_steps}  val_loss {value:.4f}")
+                _atomic_write_json(self.history, history_path)
 
     return LossHistory()
 
 
-def _mirrored_checkpoint(mirror: FileMirror | None, **kwargs: Any):
-    """Lightning's ModelCheckpoint, uploading the run directory after each save when it is remote.
+@dataclass(frozen=True)
+class ChainBest:
+    """The best validation of a chain of resumed runs: its score and its file, relative to `out_dir`."""
+
+    score: float
+    path: str  # "runs/<name>/checkpoints/best.ckpt"
+    segments_version: str = ""  # val losses compare only on the same validation data
+
+
+def chain_best_in(ckpt: dict[str, Any], resumed_from: StorePath) -> ChainBest | None:
+    """The chain's best as recorded in a checkpoint's ModelCheckpoint state.
+
+    Checkpoints written before the chain was recorded give their own run's best."""
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if not key.startswith("ModelCheckpoint") or not isinstance(state, dict):
+            continue
+        if state.get(BEST_PATH_KEY):
+            return ChainBest(float(state[BEST_SCORE_KEY]), str(state[BEST_PATH_KEY]), str(state.get(BEST_DATA_KEY, "")))
+        if state.get("best_model_score") is not None and state.get("best_model_path"):
+            run = resumed_from.parent.parent.name
+            return ChainBest(
+                float(state["best_model_score"]), f"runs/{run}/checkpoints/{Path(state['best_model_path']).name}"
+            )
+    return None
+
+
+def _mirrored_checkpoint(
+    mirror: FileMirror | None, run_name: str, segments_version: str, previous: ChainBest | None, **kwargs: Any
+):
+    """Lightning's ModelCheckpoint, uploading the run directory after each save when it is remote,
+    and recording in every checkpoint the best of the chain of resumed runs (see `chain_best`).
 
     A callback of its own would not do: Lightning runs checkpoint callbacks after all others."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -145,9 +195,34 @@ def _mirrored_checkpoint(mirror: FileMirror | None, **kwargs: Any):
             # A plain ModelCheckpoint's key: its state (best score) resumes from older checkpoints too.
             return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
+        def this_run_best(self) -> ChainBest | None:
+            # After a resume Lightning restores the previous run's best_model_path (not its score,
+            # as the directory changed): only a file written in this run's directory counts here.
+            path = Path(self.best_model_path) if self.best_model_path else None
+            if self.best_model_score is None or path is None or path.parent != Path(self.dirpath):
+                return None
+            return ChainBest(float(self.best_model_score), f"runs/{run_name}/checkpoints/{path.name}", segments_version)
+
+        def chain_best(self) -> ChainBest | None:
+            """The better of this run's best and the best of the runs it resumed."""
+            mine = self.this_run_best()
+            candidates = [b for b in (mine, previous) if b is not None]
+            return min(candidates, key=lambda b: b.score) if candidates else None
+
+        def state_dict(self) -> dict[str, Any]:
+            state = super().state_dict()
+            best = self.chain_best()
+            if best is not None:
+                state[BEST_SCORE_KEY], state[BEST_PATH_KEY], state[BEST_DATA_KEY] = (
+                    best.score,
+                    best.path,
+                    best.segments_version,
+                )
+            return state
+
         def on_validation_end(self, trainer, pl_module) -> None:
             super().on_validation_end(trainer, pl_module)
-            if mirror is not None:
+            if mirror is not None and trainer.is_global_zero:
                 mirror.sync()
 
     return MirroredCheckpoint(**kwargs)
@@ -197,6 +272,7 @@ def _train(
 
     resume_from = latest_checkpoint(out_dir) if resume else None
     previous_history: dict[str, list] = {}
+    previous_best: ChainBest | None = None
     resumed_step = 0
     resume_local = None  # the file Lightning resumes from: a download when the store is remote
     if resume_from is not None:
@@ -214,6 +290,10 @@ def _train(
             say(f"{resume_from} already reached step {resumed_step} >= max_steps {t.max_steps}; starting a new run")
             resume_from, resume_local, resumed_step = None, None, 0
     if resume_from is not None:
+        previous_best = chain_best_in(ckpt, resume_from)
+        if previous_best and previous_best.segments_version not in ("", summary.path.name):
+            say(f"the earlier best was validated on segments {previous_best.segments_version}: not compared")
+            previous_best = None
         history_file = resume_from.parent.parent / "history.json"
         if history_file.is_file():
             previous_history = {
@@ -226,13 +306,17 @@ def _train(
     module = MotionDiffusionModule(config.to_dict(), meta)
     module.set_data_statistics(data.mean, data.std, data.basis)
 
-    run_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    # DDP: the processes Lightning starts find rank 0's run name in their environment.
+    run_name = os.environ.get(RUN_NAME_ENV) or f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir, local_run = out_dir / "runs" / run_name, work / "runs" / run_name  # the same when local
-    (local_run / "checkpoints").mkdir(parents=True)
+    (local_run / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_config(config, local_run / "config.yaml")
     mirror = FileMirror(local_run, run_dir) if is_remote(out_dir) else None
     checkpointing = _mirrored_checkpoint(
         mirror,
+        run_name,
+        summary.path.name,
+        previous_best,
         dirpath=local_run / "checkpoints",
         filename="best",
         monitor="val_loss",
@@ -249,7 +333,8 @@ def _train(
     precision = resolve_precision(t.precision, t.accelerator)
     trainer = L.Trainer(
         accelerator=t.accelerator,
-        devices=1,
+        devices=t.devices,
+        strategy=t.strategy,
         precision=precision,
         max_steps=t.max_steps,
         val_check_interval=min(t.val_every, t.max_steps),
@@ -264,10 +349,22 @@ def _train(
         enable_model_summary=False,
         default_root_dir=local_run,
     )
-    say(f"training on {trainer.strategy.root_device} with precision {precision}, run dir {run_dir}")
-    threads_before = torch.get_num_threads()
-    if t.cpu_threads and trainer.strategy.root_device.type == "cpu":
+    device = trainer.strategy.root_device
+    on_cuda = device.type == "cuda"
+    processes = f", {trainer.world_size} processes ({t.strategy})" if trainer.world_size > 1 else ""
+    say(f"training on {device} with precision {precision}{processes}, run dir {run_dir}")
+    if t.compile and on_cuda:
+        module.model.denoiser.compile()  # in place: parameter names (and checkpoints) stay as they are
+    elif t.compile:
+        say("train.compile is off on CPU (compiling costs more than it saves there); training eagerly")
+    threads_before, matmul_before = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    if t.cpu_threads and device.type == "cpu":
         torch.set_num_threads(t.cpu_threads)
+    if on_cuda:  # TF32 Tensor Cores for fp32 matmuls (what Lightning's hint asks for); bf16 autocast aside
+        torch.set_float32_matmul_precision("high")
+    spawned = t.devices > 1 and RUN_NAME_ENV not in os.environ
+    if spawned:
+        os.environ[RUN_NAME_ENV] = run_name
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -275,9 +372,16 @@ def _train(
             warnings.filterwarnings("ignore", message=".*dirpath has changed.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_local) if resume_local else None)
+            if not trainer.interrupted and trainer.global_step % trainer.val_check_interval:
+                # Steps after the last validation would be lost, and the next run would take this
+                # finished run for a crashed one and resume it: last.ckpt at the final step.
+                trainer.save_checkpoint(local_run / "checkpoints" / "last.ckpt")
     finally:
+        if spawned:
+            os.environ.pop(RUN_NAME_ENV, None)
         torch.set_num_threads(threads_before)
-        if mirror is not None:  # a crashed run's last.ckpt too: the retry resumes from it
+        torch.set_float32_matmul_precision(matmul_before)
+        if mirror is not None and trainer.is_global_zero:  # a crashed run's last.ckpt too: the retry resumes from it
             with contextlib.suppress(Exception):
                 mirror.sync()
     wall = time.perf_counter() - t0
@@ -286,28 +390,25 @@ def _train(
             f"training interrupted at step {trainer.global_step}; resume from {run_dir / 'checkpoints' / 'last.ckpt'}"
         )
 
-    best = Path(checkpointing.best_model_path) if checkpointing.best_model_path else None
+    best = checkpointing.chain_best()
+    if best is not None and not (work / best.path).is_file() and not (out_dir / best.path).exists():
+        say(f"the chain's best checkpoint {out_dir / best.path} is gone; publishing this run's best")
+        best = checkpointing.this_run_best()
+    best_file = out_dir / best.path if best is not None else None
     last = local_run / "checkpoints" / "last.ckpt"
     last = last if last.is_file() else None
-    publish_source = best or last or resume_local
-    if publish_source is None:
-        raise RuntimeError(
-            f"training produced no checkpoint in {run_dir} (max_steps {t.max_steps}, val_every {t.val_every})"
-        )
     val = history.history["val"]
     steps_run = trainer.global_step - resumed_step
     result = TrainResult(
-        best_val_loss=float(checkpointing.best_model_score)
-        if checkpointing.best_model_score is not None
-        else (min(v for _, v in val) if val else None),
+        best_val_loss=best.score if best is not None else (min(v for _, v in val) if val else None),
         last_val_loss=val[-1][1] if val else None,
         steps=trainer.global_step,
         wall_time_s=wall,
-        segments_per_s=steps_run * t.batch_size / wall if wall > 0 else 0.0,
-        device=str(trainer.strategy.root_device),
+        segments_per_s=steps_run * t.batch_size * trainer.world_size / wall if wall > 0 else 0.0,
+        device=str(device),
         precision=precision,
         run_dir=str(run_dir),
-        best_checkpoint=str(run_dir / "checkpoints" / best.name) if best else None,
+        best_checkpoint=str(best_file) if best_file is not None else None,
         last_checkpoint=str(run_dir / "checkpoints" / last.name) if last else None,
         model_checkpoint=str(out_dir / MODEL_FILE),
         resumed_from=str(resume_from) if resume_from else None,
@@ -315,8 +416,24 @@ def _train(
         n_val_segments=summary.n_val,
         segments_dir=str(summary.path),
         segments_version=summary.path.name,
+        devices=trainer.world_size,
+        rank=trainer.global_rank,
+        data_path=data.data_path,
         loss_history=history.history,
     )
+    if not trainer.is_global_zero:  # rank 0 writes the run's files and publishes the model
+        say(f"rank {trainer.global_rank}: done; rank 0 publishes the model")
+        return result
+    publish_source = None
+    if best is not None:  # this run's files are in `work`; an earlier run's best may only be in the store
+        publish_source = work / best.path
+        if not publish_source.is_file():
+            publish_source = download_file(best_file, work / "publish.ckpt") if is_remote(out_dir) else best_file
+    publish_source = publish_source or last or resume_local
+    if publish_source is None:
+        raise RuntimeError(
+            f"training produced no checkpoint in {run_dir} (max_steps {t.max_steps}, val_every {t.val_every})"
+        )
     _atomic_write_json(history.history, local_run / "history.json")
     if mirror is not None:
         mirror.sync()
@@ -339,14 +456,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory (runs/, model.ckpt)")
     parser.add_argument("--no-resume", action="store_true", help="start from scratch even if out/runs has a checkpoint")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
+    parser.add_argument("--devices", type=int, help="override train.devices (processes; DDP when > 1)")
+    parser.add_argument("--strategy", help="override train.strategy, e.g. ddp")
+    parser.add_argument("--accelerator", help="override train.accelerator: auto, gpu or cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     config = as_config(args.config)
-    if args.max_steps:
-        config = config.replace(train={"max_steps": args.max_steps})
+    overrides = {"max_steps": args.max_steps, "devices": args.devices, "strategy": args.strategy}
+    overrides["accelerator"] = args.accelerator
+    config = config.replace(train={k: v for k, v in overrides.items() if v})
     result = train(config, args.segments, args.out, resume=not args.no_resume)
-    summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
-    print(json.dumps(summary, indent=2))
+    if result.rank == 0:  # under DDP every process returns here; one summary is enough
+        summary = {k: v for k, v in result.to_dict().items() if k != "loss_history"}
+        print(json.dumps(summary, indent=2))
     return 0
 
 

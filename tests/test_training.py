@@ -18,13 +18,18 @@ from models.checkpoint import (
 from models.config import ExperimentConfig, config_from_dict
 from models.data import SegmentDataModule, SegmentDataset, _already_batched
 from models.motion_codec import fit_pca_basis
-from models.train import MODEL_FILE, RESULT_FILE, train
+from models.train import MODEL_FILE, RESULT_FILE, resolve_precision, train
 from ops.demo.synthetic_segments import write_synthetic_segment_store
 from storage.segments import SegmentStoreError
 
 pytestmark = pytest.mark.slow
 
 AUDIO_DIM, FRAMES = 16, 24
+
+
+def expected_device() -> str:
+    """Where `accelerator: auto` trains on this machine (the first GPU when there is one)."""
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
 
 def tiny_config(**train_overrides) -> ExperimentConfig:
@@ -78,11 +83,13 @@ def test_training_reduces_loss_and_publishes_a_model(first_run):
     val = [loss for _, loss in result.loss_history["val"]]
     assert len(val) == 4 and val[-1] < val[0]
     assert result.best_val_loss == pytest.approx(min(val))
-    assert result.device == "cpu" and result.precision == "32-true"
+    assert result.device == expected_device() and result.precision == resolve_precision("auto", "auto")
+    assert result.data_path.startswith(f"frames on {expected_device()}")  # a tiny store fits any device
     assert Path(result.best_checkpoint).is_file() and Path(result.last_checkpoint).is_file()
     assert (out / MODEL_FILE).is_file() and (out / RESULT_FILE).is_file()
     assert (Path(result.run_dir) / "logs" / "csv" / "version_0" / "metrics.csv").is_file()
     assert any("val_loss" in m for m in messages) and any("steps/s" in m for m in messages)
+    assert f"batches: {result.data_path}" in messages
     assert result.segments_per_s > 0
 
 
@@ -210,3 +217,122 @@ def test_flame_variant_trains_on_pca_codes_and_decodes_offsets(tmp_path):
     assert model.codec.uses_pca and model.codec.basis.shape == (16, 120)
     offsets = model.generate(np.zeros((30, AUDIO_DIM), np.float32), steps=3)
     assert offsets.shape == (30, 40, 3) and np.isfinite(offsets).all()
+
+
+def test_a_resumed_run_that_gets_worse_publishes_the_earlier_best(tmp_path, store):
+    """The second `facetalk demo` bug: a run resumed from last.ckpt published its own best even
+    when every validation it made was worse than the earlier run's best."""
+    out = tmp_path / "out"
+    messages: list[str] = []
+    first = train(tiny_config(max_steps=30, compile=True), store, out, progress=messages.append)
+    if not torch.cuda.is_available():  # compiling runs on CUDA only
+        assert any("train.compile is off on CPU" in m for m in messages)
+    first_best = Path(first.best_checkpoint).read_bytes()
+    # The earlier run's tail went bad (as an overfitting or diverging run does): noise on its last weights.
+    last = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    for name, value in last["state_dict"].items():
+        if name.startswith(("model.denoiser.", "ema.shadow.")) and value.is_floating_point():
+            value.add_(torch.randn(value.shape, generator=generator) * value.std().nan_to_num(0.1).clamp(min=0.1))
+    torch.save(last, first.last_checkpoint)
+    second = train(tiny_config(max_steps=50), store, out, resume=True)
+    assert second.resumed_from == first.last_checkpoint
+    resumed_vals = [v for s, v in second.loss_history["val"] if s > 30]
+    assert len(resumed_vals) == 2 and min(resumed_vals) > first.best_val_loss  # the premise: it got worse
+    assert second.best_val_loss == pytest.approx(first.best_val_loss)
+    assert second.best_checkpoint == first.best_checkpoint
+    assert (out / MODEL_FILE).read_bytes() == first_best
+    # ... and the chain's best travels on: a third run resumed from the second still knows it.
+    third = train(tiny_config(max_steps=60), store, out, resume=True)
+    assert third.best_val_loss == pytest.approx(min(v for _, v in third.loss_history["val"]))
+    assert third.best_val_loss <= first.best_val_loss
+
+
+def test_device_batches_match_the_dataloader_and_shard_across_ranks(store):
+    from models.device_data import DeviceBatches
+
+    data = SegmentDataModule(store, tiny_config())
+    data.prepare()
+    data.use_device(expected_device())
+    assert data.on_device
+    val = data.val_dataloader()
+    assert isinstance(val, DeviceBatches) and len(val) == 1
+    batch = next(iter(val))
+    reference = data.val_dataset.__getitems__(list(range(len(data.val_dataset))))
+    assert batch["motion"].device.type == torch.device(expected_device()).type
+    torch.testing.assert_close(batch["motion"].cpu(), reference["motion"])
+    torch.testing.assert_close(batch["audio"].cpu(), reference["audio"])
+    train_batches = data.train_dataloader()
+    first, second = [torch.cat([b["motion"] for b in train_batches]) for _ in range(2)]
+    assert len(train_batches) == 4 and first.shape == (32, FRAMES, 200)
+    assert not torch.equal(first, second)  # a new permutation every epoch
+    # two DDP ranks: disjoint halves of one epoch's permutation, equal batch counts
+    ranks = []
+    for rank in (0, 1):
+        data.use_device(expected_device(), rank=rank, world_size=2)
+        loader = data.train_dataloader()
+        ranks.append(torch.cat([b["motion"] for b in loader]).flatten(1))
+        assert len(loader) == 2
+    together = torch.cat(ranks)
+    assert torch.unique(together, dim=0).shape[0] == 32
+    # a zero share of device memory streams through a DataLoader instead
+    streaming = SegmentDataModule(store, tiny_config(device_data_fraction=0.0))
+    streaming.prepare()
+    streaming.use_device(expected_device())
+    assert not streaming.on_device and isinstance(streaming.train_dataloader(), DataLoader)
+
+
+def test_ddp_on_two_cpu_processes_publishes_a_model_like_a_single_process(first_run, store, tmp_path):
+    """`train.devices: 2, strategy: ddp` on the CPU (gloo): Lightning re-runs the command for rank 1,
+    both ranks share one run directory, and only rank 0 publishes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from models.config import save_config
+
+    single_out, _, _ = first_run
+    config = tiny_config(max_steps=10, val_every=5, accelerator="cpu", devices=2, strategy="ddp")
+    save_config(config, tmp_path / "ddp.yaml")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "models.train", "-c", str(tmp_path / "ddp.yaml")]
+    command += ["--segments", str(store), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stderr and "rank 1: done; rank 0 publishes the model" in done.stderr
+    published = json.loads((tmp_path / "out" / RESULT_FILE).read_text())
+    assert published["devices"] == 2 and published["rank"] == 0 and published["steps"] == 10
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 1  # both ranks wrote into rank 0's run
+    ddp = load_motion_model(tmp_path / "out" / MODEL_FILE, expected_config=tiny_config())
+    single = load_motion_model(single_out / MODEL_FILE)
+    assert {k: v.shape for k, v in ddp.state_dict().items()} == {k: v.shape for k, v in single.state_dict().items()}
+    assert ddp.meta == single.meta
+    audio = np.random.default_rng(1).standard_normal((40, AUDIO_DIM)).astype(np.float32)
+    motion = ddp.generate(audio, steps=4, seed=0)
+    assert motion.shape == single.generate(audio, steps=4, seed=0).shape == (40, 200) and np.isfinite(motion).all()
+
+
+def test_a_finished_run_ends_with_its_final_step_checkpointed_and_is_not_resumed(tmp_path, store):
+    """max_steps not a multiple of val_every: last.ckpt still holds the final step, so the next call
+    starts a new run instead of taking the finished one for a crashed one."""
+    first = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out")
+    ckpt = torch.load(first.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 15
+    # 4 batches per epoch: the checkpoint knows that 3 of the 4th epoch's were drawn (resume goes on from there)
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"drawn": 3}]
+    again = train(tiny_config(max_steps=15, val_every=10), store, tmp_path / "out", resume=True)
+    assert again.resumed_from is None and again.run_dir != first.run_dir
+
+
+def test_fused_adamw_with_bf16_mixed_precision_and_gradient_clipping(tmp_path, store, monkeypatch):
+    """The CUDA combination (bf16-mixed, fused AdamW, grad_clip), run on this machine's device:
+    Lightning refuses to clip for a fused optimizer unless the module clips itself."""
+    import models.lightning_module as lightning_module
+
+    monkeypatch.setattr(lightning_module, "fused_adamw", lambda device: True)  # CPU has a fused AdamW kernel too
+    result = train(tiny_config(max_steps=6, val_every=6, precision="bf16-mixed"), store, tmp_path / "out")
+    assert result.steps == 6 and result.precision == "bf16-mixed" and np.isfinite(result.best_val_loss)
+    ckpt = torch.load(result.last_checkpoint, map_location="cpu", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["fused"] is True
