@@ -4,9 +4,9 @@ Each phoneme has a target per articulatory parameter (jaw opening by vowel openn
 for p/b/m, lower lip to upper teeth for f/v, rounding for o/u/w, spreading for i/e) and a
 dominance: how strongly it imposes that target on its neighbours. A parameter's track is the
 dominance-weighted mean of the targets, each dominance a bump around its phoneme that reaches into
-the neighbours, so lips round ahead of a "u" and a schwa takes its jaw from the vowels around it,
+what follows, so rounding lingers after a "u" and a schwa takes its jaw from the vowel before it,
 while a "p" still closes the lips fully (its closure dominance swamps everything nearby).
-Articulators move ahead of the sound they make; `lead_s` shifts the tracks earlier.
+`lead_s` > 0 shifts the tracks earlier (articulators moving ahead of the sound).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def targets_for(symbol: str) -> list[Target]:
 
 
 def articulation_tracks(
-    phones: Sequence[Phone], n_frames: int, fps: float, lead_s: float = 0.04, loudness: np.ndarray | None = None
+    phones: Sequence[Phone], n_frames: int, fps: float, lead_s: float = 0.0, loudness: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Per-frame tracks {parameter: [n_frames] float32 in [0, 1]} for phones on the clip's time axis.
 
@@ -109,8 +109,14 @@ def articulation_tracks(
         length = (phone.end - phone.start) / len(parts)
         for k, target in enumerate(parts):
             centre = phone.start + (k + 0.5) * length
-            # Vowels reach well into their neighbours; consonants are brief, sharp gestures.
-            width = max(0.8 * length, 0.05) if is_vowel(phone.symbol) else max(0.4 * length, 0.03)
+            # Vowels reach well into what follows them; consonants are brief, sharp gestures. The
+            # reach is mostly forward in time (carry-over): the motion at t follows from the sound
+            # up to t, which a causal model can learn (anticipation would need the audio ahead).
+            if is_vowel(phone.symbol):
+                before, after = max(0.35 * length, 0.03), max(1.0 * length, 0.06)
+            else:
+                before, after = max(0.25 * length, 0.02), max(0.5 * length, 0.035)
+            width = np.where(times < centre, before, after)
             bump = np.exp(-0.5 * ((times - centre) / width) ** 2)
             values = (target.jaw, target.round, target.spread, target.close, target.tuck)
             for p, (value, dominance) in enumerate(zip(values, target.dominance)):

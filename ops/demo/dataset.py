@@ -57,12 +57,12 @@ MOUTH_EXPRESSIONS = ("jaw_open", "lip_round", "lip_stretch", "lip_press", "lip_t
 
 @dataclass(frozen=True)
 class DemoDataConfig:
-    n_identities: int = 4
-    n_sequences: int = 4  # per identity
+    n_identities: int = 10  # split by identity: 6 train, 2 val, 2 test (6 test sequences)
+    n_sequences: int = 3  # per identity
     seconds: float = 4.0
     fps: int = 24
     sample_rate: int = 16000
-    nphm_mesh_resolution: int = 48  # 0 skips the per-frame NPHM meshes (the slow part)
+    nphm_mesh_resolution: int = 40  # 0 skips the per-frame NPHM meshes (the slow part)
     seed: int = 0
     speech: str = "auto"  # "espeak-ng" (phonetic), "formant" (the fallback), "auto": espeak-ng when installed
 

@@ -1,8 +1,9 @@
 """Expression-code tracks driven by synthetic speech, and random identity codes.
 
 The mouth follows the clip's articulation (espeak-ng phonemes, or the formant fallback's syllable
-plan): jaw_open tracks the openness of each vowel, slightly ahead of the sound (the articulators
-move before the acoustics, ~40 ms, as in real speech), lip_round / lip_stretch follow the vowel,
+plan): jaw_open tracks the openness of each vowel, in step with the sound (real articulators lead
+it by ~40 ms, `lead_s`; the demo's causal denoiser sees audio only up to the current frame, so the
+demo data keeps the lead at 0), lip_round / lip_stretch follow the vowel,
 lip_press closes the lips on p/b/m and lip_tuck brings the lower lip to the teeth on f/v. Secondary motion that is not predictable
 from audio, as in real tracking: blinks, brow raises on stressed syllables, a slow smile drift and
 a little jitter. The remaining dims (which the analytic head ignores) carry a fixed mix of the
@@ -52,15 +53,18 @@ def _lead(track: np.ndarray, frames: float) -> np.ndarray:
 
 
 def expression_track(
-    clip: SpeechClip, fps: float, style: MotionStyle, rng: np.random.Generator, lead_s: float = 0.04
+    clip: SpeechClip, fps: float, style: MotionStyle, rng: np.random.Generator, lead_s: float = 0.0
 ) -> np.ndarray:
     """Per-frame expression codes [T, 200] float32 for a speech clip (T = len(clip.mouth_open))."""
     n = len(clip.mouth_open)
     codes = np.zeros((n, EXPRESSION_DIM), dtype=np.float64)
     lead = lead_s * fps
     codes[:, EXPRESSION_DIMS["jaw_open"]] = style.jaw_gain * _lead(clip.mouth_open, lead)
-    codes[:, EXPRESSION_DIMS["lip_round"]] = 0.9 * _lead(clip.lip_round, lead)
-    codes[:, EXPRESSION_DIMS["lip_stretch"]] = 0.7 * _lead(clip.lip_stretch, lead) - 0.2 * _lead(clip.lip_round, lead)
+    # Lip shape (rounding, spreading) is moderate next to the jaw: vowel quality is what the demo's
+    # random audio encoder carries least of, and a demo trained on a few minutes of speech cannot
+    # learn it well; the jaw, which follows vowel openness and loudness, carries the motion.
+    codes[:, EXPRESSION_DIMS["lip_round"]] = 0.5 * _lead(clip.lip_round, lead)
+    codes[:, EXPRESSION_DIMS["lip_stretch"]] = 0.4 * _lead(clip.lip_stretch, lead) - 0.1 * _lead(clip.lip_round, lead)
     if clip.lip_close is not None:
         codes[:, EXPRESSION_DIMS["lip_press"]] = PRESS_TUCK_CODE * _lead(clip.lip_close, lead)
     if clip.lip_tuck is not None:

@@ -23,7 +23,7 @@ from ops.geometry.meshing import extract_mesh
 TOPOLOGY_NAME = "analytic_head_v1"
 TEMPLATE_JAW_OPEN = 1.0  # mouth opening the topology is cut at (lips apart by ~2 template voxels)
 _TEMPLATE_BOUNDS = ((-0.36, -0.48, -0.50), (0.36, 0.62, 0.40))  # tight around the head
-_TEMPLATE_RESOLUTION = 56  # ~10,000 vertices: smooth lips and eyes
+_TEMPLATE_RESOLUTION = 46  # ~6,700 vertices (FLAME: 5,023): smooth lips, eyes and chin
 
 
 @dataclass(frozen=True)
