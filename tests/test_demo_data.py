@@ -237,3 +237,15 @@ def test_formant_dataset_is_deterministic_and_marked(tmp_path):
     second = generate_demo_dataset(tmp_path / "b", small)
     assert first.speech == "formant" and tree_hash(first.root) == tree_hash(second.root)
     assert json.loads((first.root / "_meta" / "demo_dataset.json").read_text())["speech"] == "formant"
+
+
+def test_without_espeak_auto_falls_back_to_formant_and_espeak_is_a_clear_error(monkeypatch, tmp_path):
+    import ops.demo.espeak as espeak
+
+    monkeypatch.setattr(espeak, "_library", lambda: None)  # as on a machine without libespeak-ng
+    assert resolve_engine("auto") == "formant"
+    with pytest.raises(ValueError, match="libespeak-ng is not installed"):
+        DemoDataConfig(speech="espeak-ng")
+    summary = generate_demo_dataset(tmp_path, DemoDataConfig(n_identities=1, n_sequences=1, seconds=1.0,
+                                                             nphm_mesh_resolution=0))  # fmt: skip
+    assert summary.speech == "formant"
