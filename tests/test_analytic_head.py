@@ -59,7 +59,7 @@ def test_expressions_move_brows_lids_and_lips(head):
     identity = torch.zeros(1344)
     above_brow = torch.tensor([[0.10, 0.24, 0.22]])
     assert head.sdf(above_brow, identity, expression()) > 0 > head.sdf(above_brow, identity, expression(brow_raise=1.0))
-    on_eyeball = torch.tensor([[0.10, 0.125, 0.218]])  # just in front of the eyeball
+    on_eyeball = torch.tensor([[0.10, 0.125, 0.227]])  # just in front of the cornea
     assert head.sdf(on_eyeball, identity, expression()) > 0 > head.sdf(on_eyeball, identity, expression(blink=1.0))
     lip_corner = torch.tensor([[0.095, -0.106, 0.235]])
     assert head.sdf(lip_corner, identity, expression(lip_stretch=1.0)) < head.sdf(
@@ -86,3 +86,33 @@ def test_nphm_mean_identity_code_gives_the_average_head(head):
     points = torch.rand(2000, 3, generator=torch.Generator().manual_seed(0)) - 0.5  # fixed: no flaky draws
     difference = head.sdf(points, code, torch.zeros(200)) - head.sdf(points, torch.zeros(1344), torch.zeros(200))
     assert difference.abs().max() < 0.01
+
+
+def test_mouth_opening_at_flame_scale_and_lip_gestures(head):
+    """A wide "a" parts the lips ~15-20 mm at FLAME scale (NPHM units / 4); p/b/m press them shut
+    with the jaw ajar; f/v draw the lower lip back."""
+    identity = torch.zeros(1344)
+
+    def gap_mm(code) -> float:
+        y = torch.linspace(-0.20, -0.03, 341)  # vertical lines through the lips, x = 0
+        best = 0.0
+        for z in (0.21, 0.22, 0.23):
+            line = torch.stack([torch.zeros_like(y), y, torch.full_like(y, z)], 1)
+            inside = torch.nonzero(head.sdf(line, identity, code) < 0).squeeze(1).numpy()
+            if len(inside) > 1:
+                best = max(best, float(np.diff(inside).max() - 1) * 0.0005)
+        return best * 1000 / 4
+
+    assert 15.0 <= gap_mm(expression(jaw_open=0.9)) <= 22.0
+    assert gap_mm(expression()) == 0.0
+    assert gap_mm(expression(jaw_open=0.3, lip_press=0.5)) == 0.0 < gap_mm(expression(jaw_open=0.3))
+    lower_lip_front = torch.tensor([[0.0, -0.118, 0.262]])  # drawn back under the upper teeth on "f"
+    assert (
+        head.sdf(lower_lip_front, identity, expression(lip_tuck=0.5))
+        > 0
+        > head.sdf(lower_lip_front, identity, expression())
+    )
+    code = expression(jaw_open=0.2, lip_press=0.4, lip_tuck=0.3, lip_round=0.5)
+    points = torch.rand(3000, 3, generator=torch.Generator().manual_seed(1)) * 0.3 - torch.tensor([0.15, 0.25, -0.1])
+    back = head.deform_points_forward(head.deform_points_backward(points, code), identity, code)
+    assert (back - points).abs().max() < 1e-3  # the new lip gestures invert like the others

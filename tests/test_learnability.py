@@ -5,10 +5,11 @@ Tiny config on CPU: 5 demo identities x 3 sequences x 4 s, split by identity (3 
 sequences, the jaw-opening dimension sampled with the audio must follow the ground truth, and the
 same network sampled without audio (the null condition of classifier-free guidance) must not.
 
-Measured when this test was written (2 CPU cores, about 45 s): jaw correlation with the ground
-truth 0.66-0.69 with audio vs -0.09-0.00 without; mouth-dimension L2 0.31-0.34 vs 0.36-0.38
-(11-12 % lower). Thresholds: correlation > 0.5 and > 0.4 above the null condition's; L2 at least
-5 % below it.
+The demo speech is espeak-ng (formant synthesis without it), the motion follows its phonemes.
+Measured (2 busy CPU cores, about 3 min): jaw correlation with the ground truth 0.44 with audio vs
+0.04 without; mouth-dimension L2 0.284 vs 0.318 (11 % lower). (With the older formant speech,
+whose jaw followed syllable loudness only: 0.66-0.69 vs -0.09-0.00.) Thresholds: correlation
+> 0.35 and > 0.3 above the null condition's; L2 at least 5 % below it.
 """
 
 import numpy as np
@@ -74,6 +75,6 @@ def test_model_follows_the_audio_better_than_without_it(tmp_path, tiny_encoder_d
         f"mouth L2 {np.mean(l2_audio):.4f} vs {np.mean(l2_null):.4f}"
     )
     print(summary)
-    assert np.mean(with_audio) > 0.5, summary
-    assert np.mean(with_audio) > np.mean(without_audio) + 0.4, summary
+    assert np.mean(with_audio) > 0.35, summary
+    assert np.mean(with_audio) > np.mean(without_audio) + 0.3, summary
     assert np.mean(l2_audio) < 0.95 * np.mean(l2_null), summary

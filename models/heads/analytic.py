@@ -53,16 +53,18 @@ _IDENTITY_GAIN = {
 }  # fmt: skip
 
 EXPRESSION_DIMS = {
-    "jaw_open": 0,  # 0 closed, 1 wide open (0.30 rad); negative clenches slightly
+    "jaw_open": 0,  # 0 closed, 1 wide open (0.18 rad, lips ~20 mm apart at FLAME scale); negative clenches
     "lip_round": 1,  # 1 rounded and pushed forward ("oo"), -1 slightly flattened
     "lip_stretch": 2,  # 1 wide ("ee"), -1 narrow
     "brow_raise": 3,  # 1 raised, -1 lowered (frown)
     "blink": 4,  # 0 open, 1 closed, negative widens
     "smile": 5,  # 1 mouth corners up and out
+    "lip_press": 6,  # 0.5 lips pressed together (p, b, m): the mouth gap closes even with the jaw ajar
+    "lip_tuck": 7,  # 0.5 lower lip raised and drawn back under the upper teeth (f, v)
 }
 
 JAW_PIVOT_YZ = (0.03, -0.07)  # (y, z) of the jaw hinge axis, parallel to x
-JAW_MAX_ANGLE = 0.30  # radians at jaw_open = 1
+JAW_MAX_ANGLE = 0.18  # radians at jaw_open = 1: a wide "a" (~0.9) parts the lips ~18 mm at FLAME scale
 _MOUTH_YZ = (-0.106, 0.245)  # lip contact line (y, z) in canonical space
 _LIP_BAND = 0.03  # radians over which the jaw weight rises across the lip contact
 _CHEEK_BAND = 0.45  # the same on the cheeks, away from the mouth
@@ -135,6 +137,11 @@ def _capsule(p: Points, a: Vec3, b: Vec3, radius: float) -> Tensor:
 def _smooth_union(a: Tensor, b: Tensor, k: float) -> Tensor:
     h = (0.5 + 0.5 * (b - a) / k).clamp(0.0, 1.0)
     return torch.lerp(b, a, h) - k * h * (1.0 - h)
+
+
+def _smooth_intersect(a: Tensor, b: Tensor, k: float) -> Tensor:
+    """max(a, b) with a rounded edge of size k (the lids' rims)."""
+    return -_smooth_union(-a, -b, k)
 
 
 def _smooth_subtract(a: Tensor, b: Tensor, k: float) -> Tensor:
@@ -272,6 +279,17 @@ def _lip_displacement(p: Points, values: dict[str, float]) -> Points:
     dx = x * (0.22 * stretch - 0.30 * round_ + 0.10 * smile) * g
     dy = 0.03 * smile * g * (x / 0.09) ** 2
     dz = (0.03 * round_ - 0.01 * smile) * g
+    press, tuck = values["lip_press"], values["lip_tuck"]
+    if press != 0.0 or tuck != 0.0:
+        # 1 on the lower lip, 0 on the upper (a soft step at the contact line: |grad| stays < 1).
+        below = torch.sigmoid((_MOUTH_YZ[0] - p[1]) / 0.02)
+        lips = torch.exp(-(gx * gx + (gy / 0.6) ** 2 + gz * gz))
+        # Pressing: both lips roll toward the contact line and flatten back a little.
+        dy = dy + 0.020 * press * lips * (2.0 * below - 1.0)
+        dz = dz - 0.016 * press * lips
+        # Tucking: the lower lip rises to the upper teeth and is drawn back under them.
+        dy = dy + 0.032 * tuck * lips * below
+        dz = dz - 0.044 * tuck * lips * below
     return dx, dy, dz
 
 
@@ -297,13 +315,13 @@ def _brows_active(values: dict[str, float]) -> bool:
 
 
 def _lips_active(values: dict[str, float]) -> bool:
-    return any(values[name] != 0.0 for name in ("lip_round", "lip_stretch", "smile"))
+    return any(values[name] != 0.0 for name in ("lip_round", "lip_stretch", "smile", "lip_press", "lip_tuck"))
 
 
 _MOUTH_BOX = ((-0.12, -0.34, 0.08), (0.12, 0.02, 0.42))  # holds the carve for any jaw angle
 
 
-def _carve_mouth(distance: Tensor, q_jaw: Points, alpha: float) -> Tensor:
+def _carve_mouth(distance: Tensor, q_jaw: Points, alpha: float, press: float = 0.0) -> Tensor:
     """Cut the opened mouth (a lens between the lips, a shallow pocket inside) out of the head.
 
     Works in jaw space (after undoing lip shaping, before undoing the jaw): there the lips have
@@ -315,8 +333,11 @@ def _carve_mouth(distance: Tensor, q_jaw: Points, alpha: float) -> Tensor:
     if len(index) == 0:
         return distance
     lip_radius = math.hypot(_MOUTH_YZ[0] - JAW_PIVOT_YZ[0], _MOUTH_YZ[1] - JAW_PIVOT_YZ[1])
-    # Grow the half-height smoothly from 0 so a barely open mouth is a thin slit, not a jump.
-    half_angle = 0.5 * alpha + 0.5 * _LIP_BAND * min(1.0, alpha / 0.05)
+    # Grow the half-height smoothly from 0 so a barely open mouth is a thin slit, not a jump;
+    # pressed lips (p, b, m) close the gap whatever the jaw does.
+    half_angle = (0.5 * alpha + 0.5 * _LIP_BAND * min(1.0, alpha / 0.05)) * (1.0 - max(0.0, min(1.0, 2.0 * press)))
+    if half_angle <= 1e-4:
+        return distance
     centre = _mouth_angle() + 0.5 * alpha
     sub = _take(q_jaw, index)
     radius, angle = _jaw_polar(sub)
@@ -343,7 +364,7 @@ class AnalyticHead:
         alpha = _jaw_alpha(values)
         q = self._undo_brows(_jaw_map(q_jaw, alpha, inverse=True), values)
         distance = self._canonical(q, identity, blink=values["blink"])
-        return _carve_mouth(distance, q_jaw, alpha)
+        return _carve_mouth(distance, q_jaw, alpha, values["lip_press"])
 
     def canonical_sdf(self, points: Tensor, identity: Tensor, blink: float = 0.0) -> Tensor:
         """SDF of the neutral, closed-mouth head in canonical space; points [N, 3] -> [N]."""
@@ -392,7 +413,8 @@ class AnalyticHead:
         head = _smooth_union(head, _smooth_union(jaw, chin_ball, 0.04), 0.05)
         muzzle = _ellipsoid(q, (0.0, -0.09, 0.12), (0.12, 0.11, 0.11))  # maxilla and teeth under the lips
         head = _smooth_union(head, muzzle, 0.05)
-        neck = _capsule(q, (0.0, -0.12, -0.08), (0.0, -0.32, -0.10), 0.125)
+        # A neck down to the bottom of the grid box (rounded off inside it, so the surface stays closed).
+        neck = _capsule(q, (0.0, -0.12, -0.08), (0.0, -0.36, -0.11), 0.12)
         head = _smooth_union(head, neck, 0.06)
 
         for side in (-1.0, 1.0):
@@ -424,18 +446,32 @@ class AnalyticHead:
         head = _add_feature(head, q, ((-0.09, -0.17, 0.20), (0.09, -0.05, 0.29)), lip_pair)
 
         spacing, brow = s["eye_spacing"], s["brow_prominence"]
-        lid_line = 0.045 * (1.0 - 2.0 * max(-0.3, min(1.0, blink)))  # above the eye centre
+        # Upper lid edge above the eye centre: covers the top of the eyeball when open, all of it shut.
+        lid_line = 0.022 - 0.06 * max(-0.3, min(1.0, blink))
 
         def eyes_and_brows(p: Points, hd: Tensor) -> Tensor:
             for side in (-1.0, 1.0):
                 c = (side * 0.10 * spacing, 0.125, 0.165)
-                hd = _smooth_subtract(hd, _sphere(p, (c[0], c[1], c[2] + 0.02), 0.052), 0.012)  # socket
-                eyeball = _sphere(p, c, 0.05)
-                upper_lid = torch.maximum(_sphere(p, c, 0.057), (c[1] + lid_line) - p[1])
-                lower_lid = torch.maximum(_sphere(p, c, 0.056), p[1] - (c[1] - 0.035))
-                hd = _smooth_union(hd, torch.minimum(eyeball, torch.minimum(upper_lid, lower_lid)), 0.006)
+                # An almond-shaped recess, the eyeball (with a cornea bulge) in it, and thick lids whose
+                # rims are rounded: shapes broad enough for a 64^3 grid to keep.
+                socket = _ellipsoid(p, (c[0], c[1] + 0.002, c[2] + 0.045), (0.064, 0.042, 0.05))
+                hd = _smooth_subtract(hd, socket, 0.02)
+                eyeball = _smooth_union(_sphere(p, c, 0.05), _sphere(p, (c[0], c[1], c[2] + 0.034), 0.026), 0.008)
+                shell = _sphere(p, (c[0], c[1], c[2] + 0.001), 0.062)
+                upper_lid = _smooth_intersect(shell, (c[1] + lid_line) - p[1], 0.01)
+                lower_lid = _smooth_intersect(shell, p[1] - (c[1] - 0.034), 0.01)
+                lids = torch.minimum(upper_lid, lower_lid)
+                hd = _smooth_union(hd, _smooth_union(eyeball, lids, 0.012), 0.012)
                 ridge_a, ridge_b = (side * 0.035 * spacing, 0.19, 0.215), (side * 0.165 * spacing, 0.205, 0.17)
                 hd = _smooth_union(hd, _capsule(p, ridge_a, ridge_b, 0.018 * brow), 0.03)
+                # The brow itself: a thin raised arch on the ridge.
+                arch_a, arch_m, arch_b = (
+                    (side * 0.045, 0.205, 0.222),
+                    (side * 0.10, 0.222, 0.212),
+                    (side * 0.16, 0.21, 0.18),
+                )
+                arch = torch.minimum(_capsule(p, arch_a, arch_m, 0.011), _capsule(p, arch_m, arch_b, 0.009))
+                hd = _smooth_union(hd, arch, 0.006)
             return hd
 
         return _add_feature(head, q, ((-0.21, 0.06, 0.09), (0.21, 0.24, 0.24)), eyes_and_brows)

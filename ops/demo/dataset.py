@@ -20,6 +20,7 @@ regenerated instead of shipped. Existing files under root are overwritten; other
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -37,7 +38,7 @@ import torch
 
 from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
 from ops.demo.motion import MotionStyle, expression_track, random_identity_code
-from ops.demo.speech import Voice, synthesize_speech
+from ops.demo.phonetic_speech import Speaker, demo_speech, resolve_engine
 from ops.demo.topology import (
     DemoTopology,
     build_demo_topology,
@@ -51,17 +52,19 @@ from storage.layout import DEMO_MARKER
 _FEATURE_DIM = 768
 _FEATURE_RATE = 50  # Wav2Vec2 CNN frames per second
 _UNSEEN_CLIPS = 2
+MOUTH_EXPRESSIONS = ("jaw_open", "lip_round", "lip_stretch", "lip_press", "lip_tuck")
 
 
 @dataclass(frozen=True)
 class DemoDataConfig:
-    n_identities: int = 4
-    n_sequences: int = 4  # per identity
+    n_identities: int = 10  # split by identity: 6 train, 2 val, 2 test (6 test sequences)
+    n_sequences: int = 3  # per identity
     seconds: float = 4.0
     fps: int = 24
     sample_rate: int = 16000
     nphm_mesh_resolution: int = 48  # 0 skips the per-frame NPHM meshes (the slow part)
     seed: int = 0
+    speech: str = "auto"  # "espeak-ng" (phonetic), "formant" (the fallback), "auto": espeak-ng when installed
 
     def __post_init__(self) -> None:
         if self.n_identities < 1 or self.n_identities > 100 or self.n_sequences < 1 or self.n_sequences > 100:
@@ -72,6 +75,7 @@ class DemoDataConfig:
             raise ValueError("nphm_mesh_resolution must be 0 (skip) or >= 16")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        resolve_engine(self.speech)  # a clear error for a bad or unusable engine, before any work
 
     @property
     def n_frames(self) -> int:
@@ -89,6 +93,7 @@ class DemoDatasetSummary:
     unseen_audio: tuple[Path, ...]
     seconds: float  # wall time of the generation
     n_vertices: int = field(default=0)  # of the fixed topology
+    speech: str = "formant"  # the engine that spoke the audio
 
 
 def sequence_name(identity_index: int, sequence_index: int) -> str:
@@ -109,6 +114,8 @@ def generate_demo_dataset(
     root = Path(root)
     say = progress or (lambda message: None)
     n_frames = config.n_frames
+    engine = resolve_engine(config.speech)
+    config = dataclasses.replace(config, speech=engine)  # workers use the same engine as the marker says
     with _single_threaded_torch():
         topology = build_demo_topology(AnalyticHead())
         meta = root / "_meta"
@@ -116,7 +123,9 @@ def generate_demo_dataset(
         regions_path = meta / "regions.json"
         _write_regions(regions_path, topology)
         # Tells `facetalk ingest` this root may use the random demo encoder (storage.layout.is_demo_dataset).
-        (root / DEMO_MARKER).write_text(json.dumps({"generator": "ops.demo.dataset", "seed": config.seed}) + "\n")
+        (root / DEMO_MARKER).write_text(
+            json.dumps({"generator": "ops.demo.dataset", "seed": config.seed, "speech": engine}) + "\n"
+        )
         sequence_dirs: list[Path] = []
         if workers > 1 and config.n_identities > 1:
             context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
@@ -136,7 +145,9 @@ def generate_demo_dataset(
         unseen_dir.mkdir(exist_ok=True)
         for k in range(_UNSEEN_CLIPS):
             rng = np.random.default_rng([config.seed, 1_000_000 + k])
-            clip = synthesize_speech(n_frames / config.fps, config.fps, config.sample_rate, Voice.random(rng), rng)
+            clip = demo_speech(
+                n_frames / config.fps, config.fps, config.sample_rate, Speaker.random(rng), rng, config.speech
+            )
             path = unseen_dir / f"unseen_{k:02d}.wav"
             _write_wav(path, clip.waveform, config.sample_rate, channels=1)
             unseen.append(path)
@@ -151,6 +162,7 @@ def generate_demo_dataset(
         unseen_audio=tuple(unseen),
         seconds=time.perf_counter() - started,
         n_vertices=topology.n_vertices,
+        speech=engine,
     )
 
 
@@ -160,7 +172,7 @@ def _write_identity(root: Path, i: int, config: DemoDataConfig, topology: DemoTo
         head = AnalyticHead()
         rng = np.random.default_rng([config.seed, i])
         identity = random_identity_code(rng)
-        voice, style = Voice.random(rng), MotionStyle.random(rng)
+        speaker, style = Speaker.random(rng), MotionStyle.random(rng)
         canonical = identity_canonical_vertices(head, topology, torch.from_numpy(identity))
         # One identity is recorded at 44.1 kHz stereo, as raw inputs often are.
         odd_audio = config.n_identities > 1 and i == 1
@@ -170,7 +182,7 @@ def _write_identity(root: Path, i: int, config: DemoDataConfig, topology: DemoTo
             folder = root / sequence_name(i, j)
             seq_rng = np.random.default_rng([config.seed, i, j])
             _write_sequence(
-                folder, head, topology, identity, canonical, voice, style, sample_rate, channels, config, seq_rng
+                folder, head, topology, identity, canonical, speaker, style, sample_rate, channels, config, seq_rng
             )
             folders.append(folder)
         return folders
@@ -182,7 +194,7 @@ def _write_sequence(
     topology: DemoTopology,
     identity: np.ndarray,
     canonical: np.ndarray,
-    voice: Voice,
+    speaker: Speaker,
     style: MotionStyle,
     sample_rate: int,
     channels: int,
@@ -190,7 +202,7 @@ def _write_sequence(
     rng: np.random.Generator,
 ) -> None:
     n_frames = config.n_frames
-    clip = synthesize_speech(n_frames / config.fps, config.fps, sample_rate, voice, rng)
+    clip = demo_speech(n_frames / config.fps, config.fps, sample_rate, speaker, rng, config.speech)
     codes = expression_track(clip, config.fps, style, rng)  # [T, 200]
     audio_dir = folder / "audio"
     expressions_dir = folder / "nphm_tracking" / "nphm_expressions"
@@ -238,7 +250,7 @@ def _write_regions(path: Path, topology: DemoTopology) -> None:
         "lip": topology.lip.tolist(),
         "upper_face": topology.upper_face.tolist(),
         "expression": {  # the analytic head's code layout, for the mouth metrics of evaluation
-            "mouth_dims": [EXPRESSION_DIMS[name] for name in ("jaw_open", "lip_round", "lip_stretch")],
+            "mouth_dims": [EXPRESSION_DIMS[name] for name in MOUTH_EXPRESSIONS],
             "jaw_dim": EXPRESSION_DIMS["jaw_open"],
         },
     }

@@ -1,4 +1,5 @@
-"""Speech-like audio by formant synthesis, with the mouth motion that goes with it.
+"""Speech-like audio by formant synthesis, with the mouth motion that goes with it (the fallback of
+`ops.demo.phonetic_speech` when espeak-ng is missing).
 
 Not intelligible speech, but it has what an audio -> face model must learn from: voiced syllables
 (a glottal pulse train through vowel-dependent formant resonators), a falling pitch contour with
@@ -63,7 +64,11 @@ class SpeechClip:
     lip_round: np.ndarray  # [T] 0 .. 1
     lip_stretch: np.ndarray  # [T] 0 .. 1
     stress: np.ndarray  # [T] 0 .. 1, peaks on stressed syllables
-    syllables: tuple[Syllable, ...]
+    syllables: tuple[Syllable, ...]  # the formant plan (empty for espeak-ng speech)
+    lip_close: np.ndarray | None = None  # [T] 0 .. 1, lips pressed (p/b/m); None: never
+    lip_tuck: np.ndarray | None = None  # [T] 0 .. 1, lower lip to the upper teeth (f/v); None: never
+    phones: tuple = ()  # espeak-ng phones (ops.demo.espeak.Phone) the tracks were made from
+    engine: str = "formant"  # or "espeak-ng"
 
 
 def plan_syllables(duration: float, voice: Voice, rng: np.random.Generator) -> list[Syllable]:

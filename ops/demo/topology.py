@@ -21,9 +21,9 @@ from models.heads.analytic import EXPRESSION_DIMS, AnalyticHead
 from ops.geometry.meshing import extract_mesh
 
 TOPOLOGY_NAME = "analytic_head_v1"
-TEMPLATE_JAW_OPEN = 0.8  # mouth opening the topology is cut at (lips apart by ~2 template voxels)
+TEMPLATE_JAW_OPEN = 1.0  # mouth opening the topology is cut at (lips apart by ~2 template voxels)
 _TEMPLATE_BOUNDS = ((-0.36, -0.48, -0.50), (0.36, 0.62, 0.40))  # tight around the head
-_TEMPLATE_RESOLUTION = 30  # ~2,700 vertices
+_TEMPLATE_RESOLUTION = 46  # ~6,700 vertices (FLAME: 5,023): smooth lips, eyes and chin
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,19 @@ def build_demo_topology(head: AnalyticHead) -> DemoTopology:
     return DemoTopology(TOPOLOGY_NAME, faces, canonical.astype(np.float32), lip, upper_face)
 
 
-def _largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the largest connected piece (drops specks), drop degenerate faces, reindex."""
+def _largest_component(
+    vertices: np.ndarray, faces: np.ndarray, min_fraction: float = 0.005
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the head and the parts of it big enough to matter (the eyeballs, separate pieces as in
+    FLAME), drop specks and degenerate faces, reindex."""
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
     _, labels = connected_components(graph, directed=False)
-    largest = np.bincount(labels[faces[:, 0]]).argmax()
-    faces = faces[labels[faces[:, 0]] == largest]
+    sizes = np.bincount(labels[faces[:, 0]])
+    keep = sizes >= max(1, min_fraction * len(faces))
+    keep[sizes.argmax()] = True
+    faces = faces[keep[labels[faces[:, 0]]]]
     used = np.unique(faces)
     remap = np.full(len(vertices), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))

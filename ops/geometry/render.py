@@ -242,6 +242,7 @@ _FRAGMENT_SHADER = """
 uniform vec3 u_color;
 uniform vec3 u_key_direction;   // camera space, toward the light
 uniform vec3 u_fill_direction;
+uniform vec3 u_rim_direction;
 in vec3 v_normal;
 out vec4 f_color;
 void main() {
@@ -249,19 +250,24 @@ void main() {
     vec3 n = len > 1e-8 ? v_normal / len : vec3(0.0, 0.0, 1.0);
     // Two-sided: marching-cubes meshes may be wound either way; light the side we see.
     if (!gl_FrontFacing) n = -n;
-    float key = max(dot(n, u_key_direction), 0.0);
-    float fill = max(dot(n, u_fill_direction), 0.0);
+    // Soft (wrapped) key and fill: the terminator is a gradient, not a line, as under a softbox.
+    float key = max((dot(n, u_key_direction) + 0.35) / 1.35, 0.0);
+    float fill = max((dot(n, u_fill_direction) + 0.5) / 1.5, 0.0);
+    // Rim from behind: brightens the silhouette (grazing normals facing the rim light).
+    float grazing = pow(1.0 - max(n.z, 0.0), 2.5);
+    float rim = grazing * max(dot(n, u_rim_direction), 0.0);
     vec3 half_vector = normalize(u_key_direction + vec3(0.0, 0.0, 1.0));
     float specular = pow(max(dot(n, half_vector), 0.0), 24.0);
-    vec3 shade = u_color * (0.22 + 0.72 * key + 0.28 * fill) + vec3(0.06 * specular);
+    vec3 shade = u_color * (0.16 + 0.70 * key * key + 0.22 * fill) + vec3(0.55 * rim + 0.05 * specular);
     f_color = vec4(clamp(shade, 0.0, 1.0), 1.0);
 }
 """
 
 # Lights are fixed relative to the camera, so any view direction is lit the same way:
-# key from upper left front, fill from the right.
+# soft key from upper left front, soft fill from the right, rim from behind upper right.
 _KEY_DIRECTION = _normalized(np.array([-0.45, 0.55, 0.70]))
 _FILL_DIRECTION = _normalized(np.array([0.70, -0.10, 0.45]))
+_RIM_DIRECTION = _normalized(np.array([0.55, 0.45, -0.70]))
 
 
 SOFTWARE_RENDERERS = ("llvmpipe", "softpipe", "swrast", "software rasterizer")
@@ -303,6 +309,7 @@ class Renderer:
         self._program["u_color"].value = tuple(config.color)
         self._program["u_key_direction"].value = tuple(_KEY_DIRECTION)
         self._program["u_fill_direction"].value = tuple(_FILL_DIRECTION)
+        self._program["u_rim_direction"].value = tuple(_RIM_DIRECTION)
         self._vertex_buffer = ctx.buffer(reserve=4)
         self._index_buffer = ctx.buffer(reserve=4)
         self._vertex_array = ctx.vertex_array(

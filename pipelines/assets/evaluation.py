@@ -157,7 +157,7 @@ class RendersConfig(Config):
     unseen_audio: list[str] = []  # noqa: RUF012 - pydantic copies defaults; default: the audio files in <data root>/_meta/unseen_audio/
     head: str = "analytic"  # or "nphm" with nphm_checkpoint
     nphm_checkpoint: str = ""
-    resolution: int = 48  # marching-cubes grid per axis (64 preview, 256 final)
+    resolution: int = 64  # marching-cubes grid per axis (64: eyes, lids and lips still read; 256 final)
     video_size: int = 256
     max_seconds: float = 10.0
     steps: int = 50
