@@ -25,6 +25,7 @@ def _demo_data(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         seed=args.seed,
         nphm_mesh_resolution=args.mesh_resolution,
+        speech=args.speech,
     )
     summary = generate_demo_dataset(Path(args.path), config, progress=print, workers=_workers())
     for line in demo_data_lines(summary):
@@ -298,10 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_data = command("demo-data", "write the deterministic demo dataset to PATH", _demo_data)
     demo_data.add_argument("path", metavar="PATH", help="folder to write (created; sequence folders go inside)")
-    demo_data.add_argument("--identities", type=int, default=4, help="number of synthetic people")
-    demo_data.add_argument("--sequences", type=int, default=4, help="sequences per identity")
+    # The defaults are DemoDataConfig's (tests/test_cli_usage.py holds them equal), written out
+    # here so that `facetalk --help` does not import torch.
+    demo_data.add_argument("--identities", type=int, default=10, help="number of synthetic people")
+    demo_data.add_argument("--sequences", type=int, default=3, help="sequences per identity")
     demo_data.add_argument("--seconds", type=float, default=4.0, help="length of each sequence in seconds")
     demo_data.add_argument("--mesh-resolution", type=int, default=48, help="NPHM-like mesh grid (0: no meshes)")
+    demo_data.add_argument(
+        "--speech", choices=("auto", "espeak-ng", "formant"), default="auto",
+        help="who speaks the sentences: espeak-ng with phoneme timings (auto: when installed) or the formant synthesizer",
+    )  # fmt: skip
     demo_data.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
 
     for name, run, text in (

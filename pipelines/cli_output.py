@@ -95,6 +95,7 @@ def demo_data_lines(summary) -> list[str]:
         f"wrote the demo dataset to {root} in {summary.seconds:.1f} s:",
         f"  {summary.n_sequences} sequences of {summary.n_identities} identities, {summary.n_frames} frames in all "
         f"(folders {', '.join(p.name for p in summary.sequence_dirs[:3])}{', ...' if len(summary.sequence_dirs) > 3 else ''})",
+        f"  speech: {summary.speech}",
         f"  face regions: {summary.regions_path}",
         f"  held-out audio for `facetalk animate`: {', '.join(str(p) for p in summary.unseen_audio) or 'none'}",
         f"next: facetalk ingest --data-root {root}",

@@ -68,7 +68,7 @@ def test_help_and_version_from_the_command_line(tmp_path):
     for default in ("(default: 64)", "(default: 50)", "(default: 512)", "(default: 600)", "(default: original)"):
         assert default in flat, animate.stdout
     demo_data = " ".join(facetalk(tmp_path, "demo-data", "--help").stdout.split())
-    for words in ("PATH folder to write", "number of synthetic people (default: 4)", "(default: 4.0)"):
+    for words in ("PATH folder to write", "number of synthetic people (default: 10)", "(default: 4.0)"):
         assert words in demo_data
 
     shown = facetalk(tmp_path, "--version")
@@ -83,7 +83,18 @@ def test_demo_data_says_what_it_wrote_in_words(tmp_path):
     assert f"wrote the demo dataset to {out}" in result.stdout
     assert "1 sequences of 1 identities, 12 frames in all" in result.stdout
     assert f"next: facetalk ingest --data-root {out}" in result.stdout
+    assert "speech: " in result.stdout
     assert "DemoDatasetSummary(" not in result.stdout and "PosixPath(" not in result.stdout
+
+
+def test_demo_data_defaults_are_the_demo_config():
+    from ops.demo.dataset import DemoDataConfig
+
+    config = DemoDataConfig()
+    args = build_parser().parse_args(["demo-data", "out"])
+    assert (args.identities, args.sequences, args.seconds, args.mesh_resolution, args.speech) == (
+        config.n_identities, config.n_sequences, config.seconds, config.nphm_mesh_resolution, config.speech
+    )  # fmt: skip
 
 
 def test_errors_are_one_line_with_the_traceback_only_when_verbose(tmp_path):
