@@ -4,7 +4,7 @@
 
 Writes OUT/nphm.pt (save_nphm's one-file layout; `load_nphm(OUT)` or `load_nphm(OUT/nphm.pt)`
 reads it) and OUT/fit_report.json (losses, held-out SDF errors, seconds), published together
-(a killed run leaves the previous folder or none). See models/heads/nphm_fit.py for the method.
+(a killed run leaves the previous folder or none). See ops/geometry/fitted_head.py for the method.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from models.heads.analytic import AnalyticHead
-from models.heads.nphm import CHECKPOINT_FILE, save_nphm
-from models.heads.nphm_fit import FitSettings, fit_nphm
+from models.heads.nphm import CHECKPOINT_FILE, load_nphm, save_nphm
+from ops.geometry.fitted_head import FitSettings, fit_nphm
 from storage.atomic import atomic_directory
 
 DEFAULT_OUT = Path("var/fitted_nphm")
@@ -31,16 +31,19 @@ def main() -> None:
     for field in fields(FitSettings):
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name))
+    parser.add_argument("--start", type=Path, default=None, help="continue from this fitted head's ensemble")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (1: small per-member products; a busy box)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = FitSettings(**{f.name: getattr(args, f.name) for f in fields(FitSettings)})
-    if settings.neutral_steps < 1 or settings.expression_steps < 0 or settings.pool_expressions < 2:
-        parser.error("--neutral-steps must be >= 1, --expression-steps >= 0, --pool-expressions >= 2")
-
-    model, report = fit_nphm(AnalyticHead(), settings)
+    if settings.neutral_steps < (0 if args.start else 1) or settings.expression_steps < 0:
+        parser.error("--neutral-steps must be >= 1 (>= 0 with --start), --expression-steps >= 0")
+    if settings.pool_expressions < 2:
+        parser.error("--pool-expressions must be >= 2")
+    start = load_nphm(args.start) if args.start else None
+    model, report = fit_nphm(AnalyticHead(), settings, start=start)
     with atomic_directory(args.out) as tmp:
         save_nphm(model, Path(tmp) / CHECKPOINT_FILE)
         (Path(tmp) / "fit_report.json").write_text(json.dumps(report, indent=2) + "\n")

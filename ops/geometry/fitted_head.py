@@ -44,7 +44,10 @@ class FitSettings:
     neutral_points_per_step: int = 2048
     points_per_step: int = 1024
     expressions_per_step: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the ensemble's; halved in stage 2
+    # The deformation's: its pre-activations are ~0.03 (512 wide) and softplus(beta=100) is nearly a
+    # ReLU, so Adam at 1e-3 kills its last hidden layer within a few dozen steps (measured).
+    deformation_learning_rate: float = 1e-4
     pool_expressions: int = 24  # target meshes to sample surface points from (one neutral)
     mesh_resolution: int = 64
     seed: int = 0
@@ -69,7 +72,8 @@ def anchor_layout(surface: np.ndarray, n_anchors: int, n_pairs: int, seed: int =
     mirrored = np.concatenate([surface, surface * [-1.0, 1.0, 1.0]])
     chosen = _farthest_points(right, n_pairs, rng, mirrored_distance=True)
     pairs = np.stack([chosen, chosen * [-1.0, 1.0, 1.0]], axis=1).reshape(-1, 3)
-    band = mirrored[np.abs(mirrored[:, 0]) < 0.02] * [0.0, 1.0, 1.0]
+    near_midline = np.abs(mirrored[:, 0]) <= max(0.02, float(np.quantile(np.abs(mirrored[:, 0]), 0.02)))
+    band = mirrored[near_midline] * [0.0, 1.0, 1.0]
     midline = _farthest_points(band, n_anchors - 2 * n_pairs, rng, taken=pairs)
     return np.concatenate([pairs, midline]).astype(np.float32)
 
@@ -171,12 +175,18 @@ def fit_nphm(
     identity: Tensor | None = None,
     config: NPHMConfig | None = None,
     progress: Callable[[str], None] = print,
+    start: NPHM | None = None,
 ) -> tuple[NPHM, dict]:
-    """-> (the fitted NPHM in eval mode, a report: losses, errors on held-out points, seconds)."""
+    """-> (the fitted NPHM in eval mode, a report: losses, errors on held-out points, seconds).
+
+    `start`: continue from this model's ensemble and anchors (e.g. with neutral_steps=0).
+    """
     from ops.geometry.meshing import NPHM_BOUNDS
 
     started = time.perf_counter()
     config = config or NPHMConfig()
+    if config.expression_dim <= max(expression_ranges()):
+        raise ValueError(f"fit_nphm: expression_dim {config.expression_dim} misses the target's named dims")
     rng = np.random.default_rng(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -187,8 +197,11 @@ def fit_nphm(
 
     model = NPHM(config)
     with torch.no_grad():
-        anchors = anchor_layout(pool.surfaces[0].numpy(), config.n_anchors, config.n_symmetric_pairs)
-        model.identity.anchor_mean.copy_(torch.from_numpy(anchors))
+        if start is not None:  # its ensemble and anchors; the deformation starts afresh
+            model.identity.load_state_dict(start.identity.state_dict())
+        else:
+            anchors = anchor_layout(pool.surfaces[0].numpy(), config.n_anchors, config.n_symmetric_pairs)
+            model.identity.anchor_mean.copy_(torch.from_numpy(anchors))
         last = model.identity.anchor_mlp[-1]
         last.weight.zero_()
         last.bias.zero_()
@@ -200,28 +213,34 @@ def fit_nphm(
     def step_loss(expression_ids: list[int], deform: bool) -> Tensor:
         n = (settings.points_per_step if deform else settings.neutral_points_per_step) // len(expression_ids)
         points = torch.stack([sample_points(pool.surfaces[i], n, NPHM_BOUNDS, generator) for i in expression_ids])
-        expressions = torch.stack([pool.expressions[i] for i in expression_ids])
+        expressions = torch.stack([pool.expressions[i] for i in expression_ids])  # the target's codes
         with torch.no_grad():
             truth = torch.cat([target_sdf(p, e) for p, e in zip(points, expressions, strict=True)])
-        predicted = training_sdf(model, points, identity, expressions, deform)
+        # the model's code: the target's first dims (where its named dims are), 200 of 200 at NPHM size
+        predicted = training_sdf(model, points, identity, expressions[:, : config.expression_dim], deform)
         return (predicted.clamp(-CLAMP, CLAMP) - truth.clamp(-CLAMP, CLAMP)).abs().mean()
 
     report: dict = {"settings": settings.__dict__ | {}, "stages": {}}
+    members, deformation = list(model.identity.members.parameters()), list(model.deformation.parameters())
+    lr, lr_deformation = settings.learning_rate, settings.deformation_learning_rate
     stages = [
-        ("neutral", settings.neutral_steps, list(model.identity.members.parameters()), lambda: [0], False),
+        ("neutral", settings.neutral_steps, [{"params": members, "lr": lr}], lambda: [0], False),
         (
             "expressions",
             settings.expression_steps,
-            list(model.identity.members.parameters()) + list(model.deformation.parameters()),
+            [{"params": members, "lr": lr / 2}, {"params": deformation, "lr": lr_deformation}],
             lambda: [0, *rng.integers(1, len(pool.expressions), settings.expressions_per_step - 1).tolist()],
             True,
         ),
     ]
     model.requires_grad_(False)
-    for name, steps, parameters, pick, deform in stages:
-        for parameter in parameters:
-            parameter.requires_grad_(True)
-        optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
+    for name, steps, groups, pick, deform in stages:
+        if steps == 0:
+            continue
+        for group in groups:
+            for parameter in group["params"]:
+                parameter.requires_grad_(True)
+        optimizer = torch.optim.Adam(groups)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s, n=steps: 0.5 * (1 + math.cos(math.pi * s / n))
         )
@@ -236,6 +255,7 @@ def fit_nphm(
             if step % 50 == 0 or step == steps - 1:
                 progress(f"{name} step {step + 1}/{steps}: clamped L1 {np.mean(losses[-50:]):.5f}")
         report["stages"][name] = {
+            "first_loss": losses[0],
             "steps": steps,
             "final_loss": float(np.mean(losses[-20:])),
             "seconds": time.perf_counter() - stage_start,
@@ -255,7 +275,7 @@ def held_out_errors(model: NPHM, target: HeadModel, identity, target_identity, p
         points = sample_points(pool.surfaces[index], 4000, NPHM_BOUNDS, generator)
         truth = target.sdf(points, target_identity, pool.expressions[index])
         near = truth.abs() < 0.01
-        predicted = model.sdf(points[near], identity, pool.expressions[index])
+        predicted = model.sdf(points[near], identity, pool.expressions[index][: model.expression_dim])
         return float((predicted - truth[near]).abs().mean())
 
     others = [error(i) for i in range(1, min(len(pool.expressions), 9))]
