@@ -1,7 +1,7 @@
 """NPHM-size SDF throughput (ours vs the NPHM release's procedure) and meshing frames/s.
 
     python -m bench.meshing [--nphm-checkpoint var/fitted_nphm] [--device auto|cpu|cuda]
-                            [--resolutions 64,128,256] [--sdf-points N] [--threads 1]
+                            [--resolutions 64,128,256] [--frames 2] [--sdf-points N] [--threads 1]
 
 1. SDF points/s of the NPHM-size head (the fitted head from `make fitted-head` when present,
    else random weights with the mean identity layout), side by side on the same points (uniform
@@ -12,7 +12,7 @@
 2. Skipping leaves the surface unchanged: 64^3 meshes with and without skipping, max vertex
    distance in voxels.
 3. Frames/s of coarse-to-fine meshing (grid on the device, marching cubes by Warp on CUDA, by
-   scikit-image on the CPU) at each resolution, neutral and open-mouth frames, with the NPHM head
+   scikit-image on the CPU) at each resolution, open-mouth (and neutral) frames, with the NPHM head
    (fitted) or the analytic head (--mesh-head).
 4. The analytic head, dense vs coarse-to-fine at the largest resolution: points, time, deviation.
 
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     parser.add_argument("--resolutions", default="64,128,256")
     parser.add_argument("--sdf-points", type=int, default=None, help="default: 6,000 on CPU, 4 M on CUDA")
+    parser.add_argument("--frames", type=int, choices=(1, 2), default=2, help="per resolution: open mouth (+ neutral)")
     parser.add_argument("--mesh-head", choices=("auto", "nphm", "analytic"), default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on a shared box)")
     args = parser.parse_args()
@@ -86,7 +87,8 @@ def main() -> None:
     result["frames_per_s"], result["c2f_points_per_frame"] = {}, {}
     extract_mesh(head, identity, neutral, resolution=32, device=device)  # warm-up (allocator, kernels)
     for resolution in resolutions:
-        meshes = [extract_mesh(head, identity, e, resolution=resolution, device=device) for e in (neutral, open_mouth)]
+        frames = (open_mouth, neutral)[: args.frames]
+        meshes = [extract_mesh(head, identity, e, resolution=resolution, device=device) for e in frames]
         seconds = sum(m.seconds for m in meshes)
         result["frames_per_s"][resolution] = len(meshes) / seconds
         result["c2f_points_per_frame"][resolution] = int(np.mean([m.points_evaluated for m in meshes]))

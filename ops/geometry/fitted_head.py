@@ -35,6 +35,7 @@ CLAMP = 0.1  # DeepSDF's clamp of the loss to the band around the surface
 NOISE_SCALES = (0.004, 0.02, 0.08)
 UNIFORM_SHARE = 0.15
 TRAIN_SKIP_BELOW = 1e-4
+FACE_FRONT_Z = 0.05  # NPHM axes: the face looks along +z
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class FitSettings:
     learning_rate: float = 1e-3  # the ensemble's; halved in stage 2
     # The deformation's: its pre-activations are ~0.03 (512 wide) and softplus(beta=100) is nearly a
     # ReLU, so Adam at 1e-3 kills its last hidden layer within a few dozen steps (measured).
-    deformation_learning_rate: float = 1e-4
+    deformation_learning_rate: float = 2e-4
+    face_share: float = 0.5  # of stage 2's points: from the front of the face, where expressions act
     pool_expressions: int = 24  # target meshes to sample surface points from (one neutral)
     mesh_resolution: int = 64
     seed: int = 0
@@ -111,6 +113,8 @@ class SurfacePool:
             torch.from_numpy(extract_mesh(target, identity, e, resolution=settings.mesh_resolution).vertices)
             for e in self.expressions
         ]
+        # the front of the face (z > FACE_FRONT_Z: lips, jaw, cheeks, eyes, brows)
+        self.faces = [surface[surface[:, 2] > FACE_FRONT_Z] for surface in self.surfaces]
 
 
 def random_expression(dim: int, rng: np.random.Generator) -> Tensor:
@@ -197,8 +201,8 @@ def fit_nphm(
 
     model = NPHM(config)
     with torch.no_grad():
-        if start is not None:  # its ensemble and anchors; the deformation starts afresh
-            model.identity.load_state_dict(start.identity.state_dict())
+        if start is not None:  # continue from its ensemble, anchors and deformation
+            model.load_state_dict(start.state_dict())
         else:
             anchors = anchor_layout(pool.surfaces[0].numpy(), config.n_anchors, config.n_symmetric_pairs)
             model.identity.anchor_mean.copy_(torch.from_numpy(anchors))
@@ -212,7 +216,18 @@ def fit_nphm(
 
     def step_loss(expression_ids: list[int], deform: bool) -> Tensor:
         n = (settings.points_per_step if deform else settings.neutral_points_per_step) // len(expression_ids)
-        points = torch.stack([sample_points(pool.surfaces[i], n, NPHM_BOUNDS, generator) for i in expression_ids])
+        n_face = int(n * settings.face_share) if deform else 0
+        points = torch.stack(
+            [
+                torch.cat(
+                    [
+                        sample_points(pool.faces[i], n_face, NPHM_BOUNDS, generator),
+                        sample_points(pool.surfaces[i], n - n_face, NPHM_BOUNDS, generator),
+                    ]
+                )
+                for i in expression_ids
+            ]
+        )
         expressions = torch.stack([pool.expressions[i] for i in expression_ids])  # the target's codes
         with torch.no_grad():
             truth = torch.cat([target_sdf(p, e) for p, e in zip(points, expressions, strict=True)])
