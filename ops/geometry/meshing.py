@@ -227,8 +227,9 @@ def _marching_cubes(volume: torch.Tensor, mask: torch.Tensor | None, bounds: Bou
         return _warp_marching_cubes(volume, bounds)
     from skimage.measure import marching_cubes
 
-    resolution = volume.shape[0]
-    spacing = (np.asarray(bounds[1], dtype=np.float64) - np.asarray(bounds[0])) / (resolution - 1)
+    # float32 spacing, as the grid points were made (vertices on the box's faces stay inside it)
+    corner, far = torch.tensor(bounds[0], dtype=torch.float32), torch.tensor(bounds[1], dtype=torch.float32)
+    spacing = ((far - corner) / (volume.shape[0] - 1)).numpy()
     mask_np = None if mask is None else mask.cpu().numpy()
     vertices, faces, _, _ = marching_cubes(
         volume.cpu().numpy(), level=0.0, spacing=tuple(float(s) for s in spacing), mask=mask_np
