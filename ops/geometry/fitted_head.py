@@ -3,7 +3,8 @@
 The result has the default NPHMConfig size (4.4 M parameters) and NPHM's exact forward pass, so
 meshing and animation timings pay the real network's cost, and its zero set is a head (a random
 NPHM's fills the grid). It answers one identity (the code it was fitted with, zeros by default) and
-follows the target's expression dimensions (jaw opening, lips, brows, blink, smile).
+is trained on the target's expression dimensions (jaw opening, lips, brows, blink, smile); so far
+the deformation learns them only weakly (README, "NPHM decoding and meshing").
 
 - Anchors: 39 points on the target's neutral surface, spread over the whole head by farthest-point
   sampling, with NPHM's left/right pairs mirrored in x (the pair members share weights and see
