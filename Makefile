@@ -70,7 +70,7 @@ ui: install
 bench: install
 	for b in loading ingest rematerialize; do $(BIN)/python -m bench.$$b || exit 1; done
 
-# An NPHM-size head fitted to the analytic demo head (~10 min on 2 busy CPU cores), for benchmarks
+# An NPHM-size head fitted to the analytic demo head (~15 min on 2 busy CPU cores), for benchmarks
 # and `facetalk animate --head nphm --nphm-checkpoint var/fitted_nphm`.
 fitted-head: install
 	$(BIN)/python -m bench.fit_nphm_head --out $(FACETALK_HOME)/fitted_nphm

@@ -3,8 +3,8 @@
 The result has the default NPHMConfig size (4.4 M parameters) and NPHM's exact forward pass, so
 meshing and animation timings pay the real network's cost, and its zero set is a head (a random
 NPHM's fills the grid). It answers one identity (the code it was fitted with, zeros by default) and
-is trained on the target's expression dimensions (jaw opening, lips, brows, blink, smile); so far
-the deformation learns them only weakly (README, "NPHM decoding and meshing").
+is trained on the target's expression dimensions (jaw opening, lips, brows, blink, smile); the
+deformation needs ~1,500 steps to follow them (README, "NPHM decoding and meshing").
 
 - Anchors: 39 points on the target's neutral surface, spread over the whole head by farthest-point
   sampling, with NPHM's left/right pairs mirrored in x (the pair members share weights and see
@@ -42,7 +42,7 @@ FACE_FRONT_Z = 0.05  # NPHM axes: the face looks along +z
 @dataclass(frozen=True)
 class FitSettings:
     neutral_steps: int = 600
-    expression_steps: int = 400
+    expression_steps: int = 1500
     neutral_points_per_step: int = 2048
     points_per_step: int = 1024
     expressions_per_step: int = 4
