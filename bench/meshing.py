@@ -8,7 +8,7 @@
    in the NPHM grid box): the release's procedure (models/heads/nphm_reference.py: fp32, 25k-point
    chunks, one member at a time), today's batched evaluation (every member in one bmm, 16k-point
    batches: `skip_below=0`), and ours (NPHM.sdf's defaults: members skipped where their weight
-   is below 1e-7; bf16 on CUDA). Max |SDF - release| for each, bf16/TF32 against fp32.
+   is below 1e-7; TF32 on CUDA). Max |SDF - release| for each, bf16/TF32 against fp32.
 2. Skipping leaves the surface unchanged: 64^3 meshes with and without skipping, max vertex
    distance in voxels.
 3. Frames/s of coarse-to-fine meshing (grid on the device, marching cubes by Warp on CUDA, by
