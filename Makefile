@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 export FACETALK_HOME ?= $(CURDIR)/var
 export DAGSTER_HOME ?= $(FACETALK_HOME)/dagster_home
 
-.PHONY: install system-deps demo test lint ui bench clean
+.PHONY: install system-deps demo test lint ui bench fitted-head clean
 
 install: system-deps $(VENV)/.installed
 
@@ -69,6 +69,11 @@ ui: install
 
 bench: install
 	for b in loading ingest rematerialize; do $(BIN)/python -m bench.$$b || exit 1; done
+
+# An NPHM-size head fitted to the analytic demo head (~15 min on 2 busy CPU cores), for benchmarks
+# and `facetalk animate --head nphm --nphm-checkpoint var/fitted_nphm`.
+fitted-head: install
+	$(BIN)/python -m bench.fit_nphm_head --out $(FACETALK_HOME)/fitted_nphm
 
 clean:
 	rm -rf var

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from models.heads.base import EXPRESSION_DIM, IDENTITY_DIM, HeadModel
 from models.heads.nphm import NPHM, NPHMCheckpointError, NPHMConfig, load_nphm, save_nphm
+from models.heads.nphm_reference import literal_nphm_sdf, release_sdf
 from tests.conftest import SHARED_DATA
 
 TINY = NPHMConfig(
@@ -50,55 +49,6 @@ def codes(config: NPHMConfig, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor
 
 def grid_points(n: int = 600, seed: int = 2) -> torch.Tensor:
     return torch.rand(n, 3, generator=torch.Generator().manual_seed(seed)) * 1.0 - 0.5
-
-
-# --- a literal transcription of the NPHM release's forward pass, to check the batched one against ---
-
-
-def literal_deepsdf(layers, inp: torch.Tensor, skip_layer: int) -> torch.Tensor:
-    """DeepSDF as in the release: concatenate [x, latent] per point; re-inject it at the skip layer."""
-    h = inp
-    for i, (weight, bias) in enumerate(layers):
-        if i == skip_layer:
-            h = torch.cat([h, inp], dim=-1) / math.sqrt(2)
-        h = h @ weight.T + bias
-        if i < len(layers) - 1:
-            h = F.softplus(h, beta=100)
-    return h
-
-
-def literal_nphm_sdf(model: NPHM, points: torch.Tensor, z_id: torch.Tensor, z_ex: torch.Tensor) -> torch.Tensor:
-    c = model.config
-    ident, deform = model.identity, model.deformation
-    anchors = ident.anchor_mlp(z_id[: c.identity_global_dim]).view(c.n_anchors, 3) + ident.anchor_mean
-
-    # backward deformation, mode "compress": cond = [compressor([z_id, anchors]), z_ex]
-    compressed = deform.compressor(torch.cat([z_id, anchors.reshape(-1)]))
-    cond = torch.cat([compressed, z_ex]).expand(points.shape[0], -1)
-    mlp_layers = [(layer.weight, layer.bias) for layer in deform.mlp.layers]
-    canonical = points + literal_deepsdf(mlp_layers, torch.cat([points, cond], -1), c.deformation_layers // 2)
-
-    # local ensemble: member k is its own MLP (symmetric pairs reuse one weight set), member inputs mirrored
-    p = c.n_symmetric_pairs
-    n_members = c.n_anchors + 1
-    stored_index = [k // 2 if k < 2 * p else k - p for k in range(n_members)]
-    z_local = z_id[c.identity_global_dim :].view(n_members, c.identity_local_dim)
-    member_sdf = []
-    for k in range(n_members - 1):  # at inference the background member is the constant 1
-        local = canonical - anchors[k]
-        if k < 2 * p and k % 2 == 1:
-            local = local * torch.tensor([-1.0, 1.0, 1.0])
-        latent = torch.cat([z_id[: c.identity_global_dim], z_local[k]]).expand(points.shape[0], -1)
-        layers = [(layer.weight[stored_index[k]], layer.bias[stored_index[k]]) for layer in ident.members.layers]
-        member_sdf.append(literal_deepsdf(layers, torch.cat([local, latent], -1), c.identity_layers // 2)[:, 0])
-    member_sdf.append(torch.ones(points.shape[0]))
-    member_sdf = torch.stack(member_sdf, dim=1)  # [N, K + 1]
-
-    dist = -(((anchors.unsqueeze(0) - canonical.unsqueeze(1)).norm(dim=2) + 10e-6) ** 2)
-    dist = torch.cat([dist, torch.full_like(dist[:, :1], -0.2)], dim=-1)
-    weight = (dist / 0.1**2).exp()
-    weight = weight / (weight.sum(dim=1, keepdim=True) + 1e-6)
-    return (weight * member_sdf).sum(dim=1)
 
 
 # --- the model ---
@@ -211,6 +161,58 @@ def test_paper_size_model_evaluates_the_nphm_mean_identity():
     assert sdf.shape == (1000,) and torch.isfinite(sdf).all()
     with torch.no_grad():
         assert model.identity.anchors(z_mean).shape == (39, 3)
+
+
+# --- fast inference (models/heads/nphm_eval.py) against the release's procedure ---
+
+
+def test_fast_field_equals_the_release_procedure_with_and_without_skipping():
+    model = tiny_model()
+    z_id, z_ex = codes(TINY)
+    points = grid_points(3000)
+    expected = release_sdf(model, points, z_id, z_ex)
+    every_member = model.sdf(points, z_id, z_ex, skip_below=0.0)
+    skipping = model.sdf(points, z_id, z_ex, points_per_batch=700)  # the default threshold, odd batches
+    assert (every_member - expected).abs().max() < 1e-6
+    assert (skipping - expected).abs().max() < 1e-6
+    field = model.field(z_id, z_ex)
+    field.sdf(points)
+    assert field.member_pairs < 0.9 * len(points) * TINY.n_anchors  # members really were skipped
+
+
+def test_skipping_changes_the_sdf_by_at_most_the_dropped_weight_times_the_member_sdf():
+    model = tiny_model()
+    z_id, z_ex = codes(TINY)
+    points = grid_points(2000)
+    exact = model.sdf(points, z_id, z_ex, skip_below=0.0)
+    coarse = model.sdf(points, z_id, z_ex, skip_below=1e-2)
+    # member SDFs of this model stay below ~10: the dropped weight (< n_anchors * 1e-2) bounds the change
+    assert 1e-6 < (coarse - exact).abs().max() < TINY.n_anchors * 1e-2 * 10
+
+
+def test_bf16_and_tf32_stay_close_to_fp32_and_bad_options_are_named():
+    model = tiny_model()
+    z_id, z_ex = codes(TINY)
+    points = grid_points(1000)
+    fp32 = model.sdf(points, z_id, z_ex, precision="fp32")
+    assert (model.sdf(points, z_id, z_ex, precision="bf16") - fp32).abs().max() < 5e-3
+    assert torch.allclose(model.sdf(points, z_id, z_ex, precision="tf32"), fp32)  # TF32 is a no-op on CPU
+    with pytest.raises(ValueError, match="precision"):
+        model.sdf(points, z_id, z_ex, precision="fp8")
+    with pytest.raises(ValueError, match="skip_below"):
+        model.sdf(points, z_id, z_ex, skip_below=-1.0)
+
+
+def test_paper_size_fast_field_equals_the_release_procedure():
+    torch.manual_seed(0)
+    model = NPHM().eval()
+    with torch.no_grad():
+        model.identity.anchor_mean.copy_(torch.rand(39, 3) * 0.6 - 0.3)
+        torch.nn.init.normal_(model.deformation.mlp.layers[-1].weight, std=0.01)
+    z_id, z_ex = torch.zeros(IDENTITY_DIM), torch.randn(EXPRESSION_DIM) * 0.1
+    points = grid_points(400)
+    expected = release_sdf(model, points, z_id, z_ex)
+    assert (model.sdf(points, z_id, z_ex) - expected).abs().max() < 1e-5
 
 
 # --- checkpoints ---
@@ -356,3 +358,14 @@ def test_checkpoints_holding_python_objects_are_refused(tmp_path):
     torch.save({"identity.anchor_mean": torch.zeros(5, 3), "payload": NotAWeight()}, path)
     with pytest.raises(NPHMCheckpointError, match="pickled.pt.*weights_only=True"):
         load_nphm(path, TINY)
+
+
+def test_a_folder_stands_for_its_checkpoint_file(tmp_path):
+    model = tiny_model()
+    save_nphm(model, tmp_path / "nphm.pt")
+    z_id, z_ex = codes(TINY)
+    points = grid_points(200)
+    assert torch.equal(load_nphm(tmp_path).sdf(points, z_id, z_ex), model.sdf(points, z_id, z_ex))
+    with pytest.raises(NPHMCheckpointError, match=r"empty.*directory without nphm\.pt"):
+        (tmp_path / "empty").mkdir()
+        load_nphm(tmp_path / "empty")

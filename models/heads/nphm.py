@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from os import PathLike
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,11 +17,12 @@ from torch import nn
 from models.heads.nphm_checkpoint import NPHMCheckpointError, check_state_dict, read_nphm_checkpoint
 from models.heads.nphm_config import NPHMConfig
 from models.heads.nphm_deformation import BackwardDeformation
+from models.heads.nphm_eval import DEFAULT_SKIP_BELOW, NPHMField
 from models.heads.nphm_identity import LocalEnsembleSDF
 
-__all__ = ["NPHM", "NPHMCheckpointError", "NPHMConfig", "load_nphm", "save_nphm"]
+__all__ = ["CHECKPOINT_FILE", "NPHM", "NPHMCheckpointError", "NPHMConfig", "load_nphm", "save_nphm"]
 
-DEFAULT_POINTS_PER_BATCH = 16_384  # ~0.5 GB of activations per layer at paper size (39 members x 200)
+CHECKPOINT_FILE = "nphm.pt"  # what load_nphm reads when given a folder (bench.fit_nphm_head writes it)
 
 
 class NPHM(nn.Module):
@@ -32,6 +34,9 @@ class NPHM(nn.Module):
         c = self.config
         self.identity_dim = c.identity_dim
         self.expression_dim = c.expression_dim
+        # Inference defaults of sdf / field (see models/heads/nphm_eval.py); plain attributes.
+        self.precision = "auto"
+        self.skip_below = DEFAULT_SKIP_BELOW
         self.identity = LocalEnsembleSDF(
             n_anchors=c.n_anchors,
             n_symmetric_pairs=c.n_symmetric_pairs,
@@ -70,35 +75,54 @@ class NPHM(nn.Module):
         points: torch.Tensor,
         identity: torch.Tensor,
         expression: torch.Tensor,
-        points_per_batch: int = DEFAULT_POINTS_PER_BATCH,
+        points_per_batch: int | None = None,
+        *,
+        precision: str | None = None,
+        skip_below: float | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """points [N, 3], identity [I], expression [E] -> sdf [N] float32 on the device of `points`.
 
-        Evaluates in batches of points_per_batch on the model's device, so a 256^3 meshing grid
-        fits in memory; the per-identity work (anchors, codes) is done once.
+        Evaluates in batches of points_per_batch (default: by device) on the model's device, so a
+        256^3 grid fits in memory; the per-code work is done once. `precision` ("auto", "fp32",
+        "tf32", "bf16"), `skip_below` (members whose blending weight is below it are not evaluated;
+        0 evaluates all) and `compile` are described in models/heads/nphm_eval.py; None takes the
+        model's `precision` / `skip_below` attributes.
         """
         self._check_inputs(points, identity, expression)
+        return self.field(identity, expression, precision, skip_below, compile).sdf(points, points_per_batch)
+
+    def field(
+        self,
+        identity: torch.Tensor,
+        expression: torch.Tensor,
+        precision: str | None = None,
+        skip_below: float | None = None,
+        compile: bool = False,
+    ) -> NPHMField:
+        """The inference field (background member constant, no code noise) for fixed codes.
+
+        Meshing calls this once per mesh and then `field.sdf(points)` per batch of grid points.
+        """
+        self._check_codes(identity, expression)
         was_training = self.training
-        self.eval()  # the inference field: background member constant, no code noise
+        self.eval()
         try:
-            return self._sdf_batched(points, identity, expression, points_per_batch)
+            return NPHMField(
+                self,
+                identity,
+                expression,
+                precision=self.precision if precision is None else precision,
+                skip_below=self.skip_below if skip_below is None else skip_below,
+                compile=compile,
+            )
         finally:
             self.train(was_training)
 
-    def _sdf_batched(
-        self, points: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor, points_per_batch: int
-    ) -> torch.Tensor:
-        device = self._device()
-        identity = identity.to(device, torch.float32)
-        expression = expression.to(device, torch.float32)
-        anchors = self.identity.anchors(identity)
-        deformation_latent = self.deformation.condition(identity, anchors, expression)
-        out = torch.empty(points.shape[0], dtype=torch.float32, device=points.device)
-        for start in range(0, points.shape[0], points_per_batch):
-            batch = points[start : start + points_per_batch].to(device, torch.float32)
-            canonical = batch + self.deformation.mlp(batch, deformation_latent)
-            out[start : start + batch.shape[0]] = self.identity(canonical, identity, anchors).to(out.device)
-        return out
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; meshing builds its grid there."""
+        return self._device()
 
     def _device(self) -> torch.device:
         return self.identity.anchor_mean.device
@@ -106,6 +130,9 @@ class NPHM(nn.Module):
     def _check_inputs(self, points: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor) -> None:
         if points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"NPHM.sdf: points must have shape [N, 3], got {list(points.shape)}")
+        self._check_codes(identity, expression)
+
+    def _check_codes(self, identity: torch.Tensor, expression: torch.Tensor) -> None:
         if tuple(identity.shape) != (self.identity_dim,):
             raise ValueError(f"NPHM.sdf: identity must have shape [{self.identity_dim}], got {list(identity.shape)}")
         if tuple(expression.shape) != (self.expression_dim,):
@@ -128,8 +155,15 @@ def load_nphm(
     {"identity": ..., "deformation": ...}. Two files (the NPHM release): checkpoint_path is the
     identity checkpoint, deformation_path the expression checkpoint, anchor_mean_path the
     release's assets/anchors_39.npy. Without `config`, the sizes are read from the checkpoint.
+    A folder stands for its CHECKPOINT_FILE (the layout bench.fit_nphm_head writes).
     Loading uses torch.load(weights_only=True): no code in a checkpoint is ever run.
     """
+    if Path(checkpoint_path).is_dir():
+        checkpoint_path = Path(checkpoint_path) / CHECKPOINT_FILE
+        if not checkpoint_path.is_file():
+            raise NPHMCheckpointError(
+                f"NPHM checkpoint {checkpoint_path.parent} is a directory without {CHECKPOINT_FILE} in it"
+            )
     checkpoint = read_nphm_checkpoint(checkpoint_path, deformation_path, anchor_mean_path)
     if config is None:
         config = checkpoint.config
