@@ -73,6 +73,11 @@ class SmoothedFrameHead:
         self.smoothed_code = torch.as_tensor(np.asarray(smoothed_code, dtype=np.float32))
         self.smoothing = smoothing
 
+    @property
+    def device(self) -> torch.device:
+        """The wrapped head's device, so meshing keeps its grid there (see meshing.mesh_device)."""
+        return torch.device(getattr(self.head, "device", "cpu"))
+
     def sdf(self, points: torch.Tensor, identity: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
         smoothed = self.smoothed_code.to(expression.device)
         if torch.equal(smoothed, expression):
