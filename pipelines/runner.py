@@ -243,6 +243,10 @@ def job_with_resources(name: str, resources: dict):
     from dagster import Definitions
 
     from pipelines.definitions import all_assets, defs
+    from pipelines.training_launch import training_launcher_from_env
 
     jobs = [job for job in defs.jobs or [] if job.name == name]
+    # Definitions checks every asset's resources, also those the job leaves out: a caller that
+    # only ingests need not name the model assets' launcher (the deployment's default is used).
+    resources = {"training_launcher": training_launcher_from_env(), **resources}
     return Definitions(assets=all_assets, jobs=jobs, resources=resources).resolve_job_def(name)

@@ -1,5 +1,6 @@
 """Fitting an NPHM to the analytic head (ops/geometry/fitted_head.py, bench/fit_nphm_head.py), at small scale."""
 
+import dataclasses
 import json
 import sys
 
@@ -9,7 +10,7 @@ import torch
 
 from models.heads.analytic import AnalyticHead
 from models.heads.nphm import load_nphm
-from ops.geometry.fitted_head import FitSettings, anchor_layout, fit_nphm
+from ops.geometry.fitted_head import FitSettings, anchor_layout, expression_ranges, fit_nphm
 from tests.test_nphm import TINY
 
 
@@ -44,7 +45,9 @@ def test_fitting_lowers_the_sdf_error_of_a_small_nphm():
         pool_expressions=3,
         mesh_resolution=32,
     )
-    model, report = fit_nphm(AnalyticHead(), settings, config=TINY, progress=lambda message: None)
+    # the analytic head's named expression dims, plus one free dim
+    config = dataclasses.replace(TINY, expression_dim=max(expression_ranges()) + 2)
+    model, report = fit_nphm(AnalyticHead(), settings, config=config, progress=lambda message: None)
     first, last = report["stages"]["neutral"]["first_loss"], report["stages"]["neutral"]["final_loss"]
     assert last < 0.7 * first
     assert report["held_out"]["neutral_near_surface_l1"] < 0.05
