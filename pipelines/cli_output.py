@@ -69,7 +69,8 @@ def metrics_lines(markdown: str) -> list[str]:
             # Headings only: the bullet lists (metric legends, baseline wins) are for the asset page;
             # `facetalk demo` prints the wins once, beside the quality gate.
             if line.strip() and not line.lstrip().startswith("-"):
-                lines.append(line.strip().strip("*") + ":")
+                text = line.strip().replace("**", "")
+                lines.append(text if text.endswith(":") else text + ":")
     flush()
     return lines
 

@@ -158,3 +158,15 @@ def test_animate_on_cuda_without_a_gpu_is_the_first_and_only_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert_one_error_line(result, "animate", "--device 'cuda' requested", "no CUDA GPU")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_metrics_table_headings_print_without_markdown():
+    from pipelines.cli_output import metrics_lines
+
+    markdown = "**nphm**: 6 whole test sequences:\n\n| row | l2 |\n|---|---|\n| model | 0.4 |\n\n**A baseline wins on 1 comparison(s):**\n- l2"
+    assert metrics_lines(markdown) == [
+        "nphm: 6 whole test sequences:",
+        "  row    l2",
+        "  model  0.4",
+        "A baseline wins on 1 comparison(s):",
+    ]
