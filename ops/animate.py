@@ -25,12 +25,9 @@ import numpy as np
 from models.checkpoint import CheckpointError, load_motion_model
 from models.motion_model import MotionModel
 from ops.audio.cleaning import (
-    ANALYSIS_FRAME_S,
-    MIN_DURATION_S,
-    REFUSE_BELOW_DBFS,
     TARGET_RATE,
-    AudioError,
     CleanedAudio,
+    SilentAudioError,
     clean_audio,
     load_audio,
 )
@@ -128,26 +125,13 @@ class _Bars:
             self.bar = None
 
 
-def _is_silent(waveform: np.ndarray, sample_rate: int) -> bool:
-    """The cleaning step's refusal rule (even the loudest 20 ms below REFUSE_BELOW_DBFS), on the raw file."""
-    mono = np.asarray(waveform, dtype=np.float64).reshape(len(waveform), -1).mean(axis=1)
-    mono = mono - mono.mean()
-    frame = max(1, round(ANALYSIS_FRAME_S * sample_rate))
-    n = len(mono) // frame * frame or len(mono)
-    rms = np.sqrt((mono[:n].reshape(-1, min(frame, len(mono))) ** 2).mean(axis=1))
-    return float(20 * np.log10(rms.max() + 1e-12)) < REFUSE_BELOW_DBFS + 1.0
-
-
 def _cleaned_or_silent(audio_path: str | Path, max_duration_s: float) -> tuple[CleanedAudio | None, float]:
     """(cleaned audio, duration); (None, duration) for a silent file: it gets a neutral, idle face."""
     waveform, rate = load_audio(audio_path, max_duration_s=max_duration_s)
     try:
         cleaned = clean_audio(waveform, rate, max_duration_s=max_duration_s, source=audio_path)
-    except AudioError:
-        duration = len(waveform) / rate
-        if duration >= MIN_DURATION_S and _is_silent(waveform, rate):
-            return None, duration
-        raise
+    except SilentAudioError:
+        return None, len(waveform) / rate
     return cleaned, cleaned.stats.duration_s
 
 

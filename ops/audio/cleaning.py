@@ -48,6 +48,11 @@ class AudioError(ValueError):
     """An input that cannot become clean speech audio; the message names the file and the problem."""
 
 
+class SilentAudioError(AudioError):
+    """Audio long enough but with nothing above REFUSE_BELOW_DBFS: nothing to normalize (animate
+    turns it into an idle face; ingestion refuses it)."""
+
+
 class FFmpegUnavailableError(RuntimeError):
     """A file needs ffmpeg to decode, but ffmpeg-python or the ffmpeg/ffprobe binaries are missing."""
 
@@ -284,7 +289,7 @@ def clean_audio(
     loudest_frame_dbfs = float(_frame_rms_dbfs(mono, target_rate).max())
     if loudest_frame_dbfs < REFUSE_BELOW_DBFS:
         what = "digital silence" if source_peak == 0.0 else f"loudest 20 ms at {loudest_frame_dbfs:.1f} dBFS"
-        raise AudioError(
+        raise SilentAudioError(
             f"{source}: audio is silent ({what}, threshold {REFUSE_BELOW_DBFS:.0f} dBFS); it cannot be normalized"
         )
 
