@@ -33,16 +33,9 @@ import time
 from pathlib import Path
 
 from bench.realistic_data import write_realistic_sequence
-from bench.scale import ROOT, base_sized_encoder, child_rss_gb
+from bench.scale import ROOT, base_sized_encoder, ingest_cli
 
 sys.path.insert(0, str(ROOT / "tests"))  # the `dagster dev` + GraphQL helpers the tests use
-
-
-def ingest_cli(data: Path, store: Path, workers: int, encoder: Path, home: Path) -> dict:
-    argv = [sys.executable, "-m", "pipelines.cli", "ingest", "--data-root", str(data), "--store", str(store)]
-    argv += ["--workers", str(workers), "--encoder", str(encoder)]
-    seconds, rss, _, cpu = child_rss_gb(argv, env={"DAGSTER_HOME": str(home)}, with_cpu=True)
-    return {"seconds": round(seconds, 1), "cores_busy": round(cpu / seconds, 2), "peak_rss_gb": round(rss, 2)}
 
 
 def daemon_route(data: Path, store: Path, encoder: Path, home: Path, keys: list[str], max_runs: int) -> dict:
@@ -122,10 +115,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
 
     figures: dict = {"sequences": len(keys), "frames": args.frames, "mesh_vertices": args.mesh_vertices}
     for workers in (1, 2):
-        row = ingest_cli(data, work / f"store-w{workers}", workers, encoder, work / f"home-w{workers}")
-        figures[f"workers_{workers}"] = row
-        print(f"--workers {workers}: {row['seconds']:.1f} s ({row['cores_busy']:.2f} cores busy, "
-              f"peak RSS {row['peak_rss_gb']:.2f} GB)", flush=True)  # fmt: skip
+        home = work / f"home-w{workers}"
+        seconds, cores, rss = ingest_cli(data, work / f"store-w{workers}", workers, encoder, home)
+        figures[f"workers_{workers}"] = {
+            "seconds": round(seconds, 1),
+            "cores_busy": round(cores, 2),
+            "peak_rss_gb": round(rss, 2),
+        }
+        print(f"--workers {workers}: {seconds:.1f} s ({cores:.2f} cores busy, peak RSS {rss:.2f} GB)", flush=True)
         shutil.rmtree(work / f"store-w{workers}")
     one = figures["workers_1"]["seconds"]
     figures["workers_speedup"] = round(one / figures["workers_2"]["seconds"], 2)

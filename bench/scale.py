@@ -140,12 +140,13 @@ def per_asset(data: Path, store: Path, key: str, encoder: Path, mesh_mode: str) 
     return rows
 
 
-def ingest_cli(data: Path, store: Path, workers: int, encoder: Path, home: Path) -> tuple[float, float]:
-    """`facetalk ingest` in a child: (wall seconds, cores used = CPU seconds / wall seconds)."""
+def ingest_cli(data: Path, store: Path, workers: int, encoder: Path, home: Path) -> tuple[float, float, float]:
+    """`facetalk ingest` in a child: (wall seconds, cores used = CPU seconds / wall seconds, peak RSS GB of
+    its largest process)."""
     argv = [sys.executable, "-m", "pipelines.cli", "ingest", "--data-root", str(data), "--store", str(store)]
     argv += ["--workers", str(workers), "--encoder", str(encoder)]
-    seconds, _, _, cpu = child_rss_gb(argv, env={"DAGSTER_HOME": str(home)}, with_cpu=True)
-    return seconds, cpu / seconds
+    seconds, rss, _, cpu = child_rss_gb(argv, env={"DAGSTER_HOME": str(home)}, with_cpu=True)
+    return seconds, cpu / seconds, rss
 
 
 def synthetic_stores(store: Path, n_sequences: int, n_frames: int, flame_vertices: int) -> float:
@@ -242,9 +243,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     print(f"\npeak RSS {args.frames} frames {growth[args.frames]['peak_rss_gb']:.2f} GB, "
           f"{args.long_frames} frames {growth[args.long_frames]['peak_rss_gb']:.2f} GB: x{ratio:.2f}", flush=True)  # fmt: skip
 
-    one, one_cores = ingest_cli(data, work / "store-w1", 1, encoder, work / "home-w1")
-    two, two_cores = ingest_cli(data, work / "store-w2", 2, encoder, work / "home-w2")
-    again, _ = ingest_cli(data, work / "store-w2", 2, encoder, work / "home-w2")
+    one, one_cores, _ = ingest_cli(data, work / "store-w1", 1, encoder, work / "home-w1")
+    two, two_cores, _ = ingest_cli(data, work / "store-w2", 2, encoder, work / "home-w2")
+    again, _, _ = ingest_cli(data, work / "store-w2", 2, encoder, work / "home-w2")
     figures["workers"] = {
         "workers_1_s": round(one, 1),
         "workers_2_s": round(two, 1),
