@@ -8,7 +8,7 @@ from pipelines.assets.evaluation import evaluation_metrics, evaluation_renders
 from pipelines.assets.ingestion import per_sequence_assets
 from pipelines.assets.segments import training_segments
 from pipelines.assets.training import facetalk_model, flame_model
-from pipelines.jobs import build_segments_job, ingest_sequence_job, retrain_job
+from pipelines.jobs import build_segments_job, ingest_new_sequences_job, ingest_sequence_job, retrain_job
 from pipelines.resources import default_resources
 from pipelines.retraining import retrain_on_new_data, retrain_schedule
 from pipelines.sensors import sequence_folder_sensor
@@ -24,7 +24,7 @@ all_assets = [
 
 defs = Definitions(
     assets=all_assets,
-    jobs=[ingest_sequence_job, build_segments_job, retrain_job],
+    jobs=[ingest_sequence_job, ingest_new_sequences_job, build_segments_job, retrain_job],
     schedules=[retrain_schedule],
     sensors=[sequence_folder_sensor, retrain_on_new_data],
     resources=default_resources(),

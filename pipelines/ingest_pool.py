@@ -31,10 +31,15 @@ _worker: dict[str, Any] = {}  # this worker process's instance, resources, run c
 
 
 def ingest_partition(
-    instance: DagsterInstance, resources: dict, key: str, run_config: dict, data_root: Path
+    instance: DagsterInstance,
+    resources: dict,
+    key: str,
+    run_config: dict,
+    data_root: Path,
+    tags: dict[str, str] | None = None,
 ) -> SequenceOutcome:
     """One run of the `ingest_sequence` job for partition `key`, in this process, selecting the assets
-    whose inputs the folder holds (`assets_for`)."""
+    whose inputs the folder holds (`assets_for`); `tags` are added to the run's own (`cli_tags`)."""
     from pipelines.assets.ingestion import assets_for
     from pipelines.runner import cli_tags, job_with_resources
     from storage.layout import sequence_folder
@@ -43,7 +48,7 @@ def ingest_partition(
         selected = assets_for(sequence_folder(data_root, key))
         result = job_with_resources(JOB_NAME, resources).execute_in_process(
             run_config=_for_selection(run_config, selected), instance=instance, partition_key=key,
-            raise_on_error=False, tags=cli_tags(), asset_selection=selected,
+            raise_on_error=False, tags={**cli_tags(), **(tags or {})}, asset_selection=selected,
         )  # fmt: skip
     except Exception as error:  # a run that could not even start (config, instance): report, go on
         return SequenceOutcome(key, "failed", failures=[Failure(JOB_NAME, "", f"{type(error).__name__}: {error}")])
@@ -65,6 +70,7 @@ def ingest_partitions(
     data_root: Path,
     workers: int,
     on_done: Callable[[SequenceOutcome], None],
+    tags: dict[str, str] | None = None,
 ) -> None:
     """Ingest `keys` in up to `workers` lanes, calling `on_done` (serialized) as each finishes.
 
@@ -100,7 +106,7 @@ def ingest_partitions(
             1,
             mp_context=multiprocessing.get_context("spawn"),  # dagster and grpc are not fork-safe
             initializer=_start_worker,
-            initargs=(instance.get_ref(), specs, run_config, str(data_root), threads),
+            initargs=(instance.get_ref(), specs, run_config, str(data_root), threads, tags),
         )
         for _ in range(lanes - 1)
     ]
@@ -111,7 +117,7 @@ def ingest_partitions(
         for feeder in feeders:
             feeder.start()
         try:
-            drain(lambda key: ingest_partition(instance, resources, key, run_config, data_root))
+            drain(lambda key: ingest_partition(instance, resources, key, run_config, data_root, tags))
             for feeder in feeders:
                 feeder.join()
         finally:
@@ -147,7 +153,9 @@ def _fields(resource: Any) -> dict[str, Any]:
     return {name: getattr(resource, name) for name in type(resource).model_fields}
 
 
-def _start_worker(instance_ref: Any, specs: dict, run_config: dict, data_root: str, threads: int) -> None:
+def _start_worker(
+    instance_ref: Any, specs: dict, run_config: dict, data_root: str, threads: int, tags: dict | None
+) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -156,6 +164,7 @@ def _start_worker(instance_ref: Any, specs: dict, run_config: dict, data_root: s
         resources={name: cls(**fields) for name, (cls, fields) in specs.items()},
         run_config=run_config,
         data_root=Path(data_root),
+        tags=tags,
     )
 
 
@@ -170,4 +179,4 @@ def _warm_up() -> None:
 
 def _ingest_in_worker(key: str) -> SequenceOutcome:
     w = _worker
-    return ingest_partition(w["instance"], w["resources"], key, w["run_config"], w["data_root"])
+    return ingest_partition(w["instance"], w["resources"], key, w["run_config"], w["data_root"], w["tags"])

@@ -102,3 +102,21 @@ def failure_table(outcomes: list[SequenceOutcome]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
         for row in [header, *rows]
     ]
+
+
+def outcome_markdown(outcomes: list[SequenceOutcome], skipped: list[tuple[str, str]] = ()) -> str:
+    """A Markdown table for the UI: one row per sequence (or per failed asset), `skipped` (key, why) last."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    rows = ["| sequence | status | asset | file | reason / detail | run |", "|---|---|---|---|---|---|"]
+    for o in outcomes:
+        run = f"`{o.run_id[:8]}`" if o.run_id else ""
+        if o.status == "failed":
+            for f in o.failures or [Failure("?", "", "unknown error")]:
+                rows.append(f"| {o.key} | **failed** | {f.asset} | {cell(f.file) or '-'} | {cell(f.reason)} | {run} |")
+        else:
+            rows.append(f"| {o.key} | {o.status} | | | {cell(o.detail)} | {run} |")
+    rows += [f"| {key} | skipped | | | {cell(why)} | |" for key, why in skipped]
+    return "\n".join(rows)

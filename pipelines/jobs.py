@@ -1,6 +1,9 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
+from pipelines.ingest_batch import ingest_new_sequences_job
 from pipelines.k8s_pods import gpu_tags
+
+__all__ = ["build_segments_job", "ingest_new_sequences_job", "ingest_sequence_job", "retrain_job"]
 
 # Every per-sequence asset of one partition, in dependency order, in ONE process: the multiprocess
 # executor would start a process per step and reload (and re-hash) the audio encoder in each.

@@ -124,6 +124,27 @@ def ingest_sequences(
     keys = [s.key for s in sequences]
     added = register_sequences(instance, keys)
     progress(f"{len(keys)} sequences under {data_root} ({len(added)} newly registered)")
+    ingest_folders(instance, resources, data_root, sequences, summary, progress, workers, run_config, force)
+    return summary
+
+
+def ingest_folders(
+    instance: DagsterInstance,
+    resources: dict,
+    data_root: Path,
+    sequences: list[SequenceFolder],
+    summary: IngestSummary,
+    progress: Callable[[str], None],
+    workers: int,
+    run_config: dict,
+    force: bool = False,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Run `ingest_sequence` for the registered `sequences` that are not current, `workers` at a time,
+    recording each outcome in `summary` and reporting a line per sequence, then the failure table and
+    the counts. Shared by `facetalk ingest` and the daemon's batch job (`pipelines.ingest_batch`);
+    `run_config` is the checked per-sequence config (`ingest_run_config`); `tags` go on every run."""
+    keys = [s.key for s in sequences]
     current = set() if force else unchanged_sequences(instance, resources, sequences, run_config)
     done = 0
 
@@ -143,11 +164,10 @@ def ingest_sequences(
         if key in current:
             report(SequenceOutcome(key, "unchanged"))
     todo = [key for key in keys if key not in current]
-    ingest_partitions(instance, resources, todo, run_config, data_root, workers, report)
+    ingest_partitions(instance, resources, todo, run_config, data_root, workers, report, tags)
     summary.succeeded.sort()
     for line in summary_lines(summary):
         progress(line)
-    return summary
 
 
 def summary_lines(summary: IngestSummary) -> list[str]:

@@ -1,11 +1,13 @@
 """Keep the `sequences` partitions in step with the folders under the dataset root."""
 
+import hashlib
 import json
+from pathlib import Path
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from pipelines.assets.ingestion import assets_for
-from pipelines.jobs import ingest_sequence_job
+from pipelines.ingest_batch import JOB_NAME as BATCH_OP
+from pipelines.jobs import ingest_new_sequences_job
 from pipelines.lifecycle import missing_sequences
 from pipelines.partitions import sequences_partitions
 from pipelines.resources import DatasetResource, StoreResource
@@ -14,12 +16,13 @@ MAX_NEW_PER_TICK = 200  # bounded work per tick; a backlog drains over the next 
 MAX_REMOVED_FRACTION = 0.5  # more of the known sequences gone at once looks like a broken mount, not a cleanup
 
 
-@sensor(job=ingest_sequence_job, minimum_interval_seconds=30)
+@sensor(job=ingest_new_sequences_job, minimum_interval_seconds=30)
 def sequence_folder_sensor(
     context: SensorEvaluationContext, dataset: DatasetResource, store: StoreResource
 ) -> SensorResult | SkipReason:
-    """Register each new sequence folder as a partition and request one ingestion run for it;
-    deregister the partitions of folders that are gone and delete their stores, so segments stop
+    """Register each new sequence folder as a partition and request ONE run of `ingest_new_sequences`
+    for the tick's new folders (at most MAX_NEW_PER_TICK; it runs `ingest_sequence` for each through
+    `facetalk ingest`'s pool, so the encoder loads once per lane, not once per sequence); deregister the partitions of folders that are gone and delete their stores, so segments stop
     reading them (as `facetalk ingest --prune` does).
 
     Deletion is guarded: when the root holds no sequence folder, or more than half of the known
@@ -62,19 +65,21 @@ def sequence_folder_sensor(
         return SensorResult(cursor=next_cursor, skip_reason=SkipReason("no new or removed sequence folders"))
     if batch:
         context.log.info(f"{len(batch)} new sequences ({len(new_keys) - len(batch)} left for later ticks)")
-    return SensorResult(
-        run_requests=[
-            RunRequest(
-                partition_key=key, run_key=_run_key(root / key), asset_selection=assets_for(dataset.sequence(key))
-            )
-            for key in batch
-        ],
-        dynamic_partitions_requests=requests,
-        cursor=next_cursor,
-    )
+    run_requests = [batch_run_request(root, batch)] if batch else []
+    return SensorResult(run_requests=run_requests, dynamic_partitions_requests=requests, cursor=next_cursor)
 
 
-def _run_key(folder) -> str:
-    """Unique per folder *creation*: a sequence removed and added back again gets a new run (Dagster
-    drops a request whose run_key this sensor used before)."""
-    return f"ingest:{folder.name}:{folder.stat().st_mtime_ns}"
+def batch_run_request(root: Path, keys: list[str]) -> RunRequest:
+    """One run of `ingest_new_sequences` for `keys`, the worker count left to the run (its cores)."""
+    config = {"ops": {BATCH_OP: {"config": {"keys": list(keys)}}}}
+    return RunRequest(run_key=_run_key(root, keys), run_config=config, tags={"facetalk/sequences": str(len(keys))})
+
+
+def _run_key(root: Path, keys: list[str]) -> str:
+    """Unique per batch of folder *creations*: the keys with their folders' mtimes, so a sequence
+    removed and added back again gets a new run (Dagster drops a request whose run_key this sensor
+    used before)."""
+    digest = hashlib.sha256()
+    for key in keys:
+        digest.update(f"{key}:{(root / key).stat().st_mtime_ns}\n".encode())
+    return f"ingest-batch:{len(keys)}:{digest.hexdigest()[:32]}"

@@ -102,20 +102,20 @@ def test_sensor_registers_new_sequences_in_bounded_batches(tmp_path):
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         return result
 
+    def batch(result) -> list[str]:  # ONE run of the batch job per tick, listing the tick's new keys
+        (request,) = result.run_requests
+        assert isinstance(request, RunRequest) and request.job_name in (None, "ingest_new_sequences")
+        assert request.partition_key is None and request.run_key.startswith("ingest-batch:")
+        return request.run_config["ops"]["ingest_new_sequences"]["config"]["keys"]
+
     first = tick(None)
-    assert len(first.run_requests) == MAX_NEW_PER_TICK
-    assert all(isinstance(r, RunRequest) and r.partition_key.startswith("ID") for r in first.run_requests)
-    # Empty folders: no FLAME, no meshes, so those assets are not selected (their partitions stay missing).
-    assert {k.to_user_string() for k in first.run_requests[0].asset_selection} == {
-        "cleaned_audio", "nphm_expressions", "audio_features",
-    }  # fmt: skip
+    assert batch(first) == [f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK)]
     second = tick(first.cursor)
-    assert [r.partition_key for r in second.run_requests] == [
-        f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK, MAX_NEW_PER_TICK + 5)
-    ]
+    assert batch(second) == [f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK, MAX_NEW_PER_TICK + 5)]
+    assert first.run_requests[0].run_key != second.run_requests[0].run_key
     third = tick(second.cursor)
     assert isinstance(third, SkipReason)  # nothing new: no storm of runs
     (data / "ID9999_NEW").mkdir()
     fourth = tick(second.cursor)
-    assert [r.partition_key for r in fourth.run_requests] == ["ID9999_NEW"]
+    assert batch(fourth) == ["ID9999_NEW"]
     assert len(instance.get_dynamic_partitions("sequences")) == MAX_NEW_PER_TICK + 6

@@ -10,7 +10,7 @@ from ops.tracking.ingest import EncoderSource, FeatureSettings, stale_components
 from pipelines.lifecycle import UnknownSequence, remove_sequence
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.runner import ingest_sequences
-from pipelines.sensors import sequence_folder_sensor
+from pipelines.sensors import batch_run_request, sequence_folder_sensor
 from storage.layout import sequence_folder
 from storage.sequence_store import SequenceStore
 from tests.builders import write_sequence
@@ -119,6 +119,7 @@ def test_sensor_deregisters_deleted_folders_and_removes_their_store(setup):
                     instance.add_dynamic_partitions(request.partitions_def_name, [key])
         return result
 
+    before = batch_run_request(data, [KEYS[2]]).run_key
     shutil.rmtree(data / KEYS[2])
     result = tick()
     (request,) = result.dynamic_partitions_requests
@@ -133,4 +134,6 @@ def test_sensor_deregisters_deleted_folders_and_removes_their_store(setup):
 
     write_sequence(data, KEYS[2], n_frames=24, seed=9)  # added back: a new run, not deduplicated away
     back = tick()
-    assert [r.partition_key for r in back.run_requests] == [KEYS[2]]
+    (request,) = back.run_requests
+    assert request.run_config["ops"]["ingest_new_sequences"]["config"]["keys"] == [KEYS[2]]
+    assert request.run_key != before  # the daemon would drop a request with a run key used before
