@@ -7,17 +7,18 @@ the last sequence stored:
 
   workers_1   `facetalk ingest --workers 1`: one process (the baseline)
   workers_2   `facetalk ingest --workers 2`: this process plus one worker process
-  daemon      the route a deployment uses: one queued run of `ingest_sequence` per partition,
-              started by the daemon at most `--max-runs` at a time, each run a fresh process
-              (Dagster's default run launcher), its assets in that process (in-process executor).
-              Timed from the first submission to the last run's end; `dagster dev` (webserver,
-              daemon, code server) is started and loaded before the clock starts.
+  daemon      the route a deployment uses: what `sequence_folder_sensor` requests for new folders,
+              ONE queued run of `ingest_new_sequences` listing every key, started by the daemon
+              as a fresh process (Dagster's default run launcher); it runs `ingest_sequence` per
+              partition through the same pool as `facetalk ingest` (`--daemon-workers` lanes,
+              default the cores). Timed from the submission to the batch run's end; `dagster dev`
+              (webserver, daemon, code server) is started and loaded before the clock starts.
 
 Only the first `--distinct-meshes` sequences get meshes of their own; the others hard-link them
 (meshes are read by reference, so what an ingest reads is the same; see
 `write_realistic_sequence(meshes_from=)`); audio, codes and FLAME differ in every sequence.
 
-Run: python -m bench.ingest_parallel [--sequences 24] [--max-runs 2] [--workdir /var/tmp]
+Run: python -m bench.ingest_parallel [--sequences 24] [--daemon-workers 0] [--skip-daemon] [--workdir /var/tmp]
 The last line printed is one JSON object with the figures.
 """
 
@@ -38,18 +39,19 @@ from bench.scale import ROOT, base_sized_encoder, ingest_cli
 sys.path.insert(0, str(ROOT / "tests"))  # the `dagster dev` + GraphQL helpers the tests use
 
 
-def daemon_route(data: Path, store: Path, encoder: Path, home: Path, keys: list[str], max_runs: int) -> dict:
-    """One queued `ingest_sequence` run per key through `dagster dev`'s daemon; see the module docstring."""
+def daemon_route(data: Path, store: Path, encoder: Path, home: Path, keys: list[str], workers: int) -> dict:
+    """One queued `ingest_new_sequences` run for all keys through `dagster dev`'s daemon; see the module docstring."""
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
     from dagster_server import launch_job_run, running_dagster_dev, wait_for_run, wait_until_ready
 
+    from pipelines.ingest_batch import BATCH_TAG, OP_NAME
+    from pipelines.ingest_batch import JOB_NAME as BATCH_JOB
     from pipelines.settings import ensure_dagster_home
 
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "FACETALK_INSTANCE": "sqlite",
-        "FACETALK_MAX_CONCURRENT_RUNS": str(max_runs),
         "FACETALK_DATA_ROOT": str(data),
         "FACETALK_STORE": str(store),
         "FACETALK_AUDIO_ENCODER": str(encoder),
@@ -63,20 +65,22 @@ def daemon_route(data: Path, store: Path, encoder: Path, home: Path, keys: list[
         instance.add_dynamic_partitions("sequences", keys)
         with running_dagster_dev(ROOT / "workspace.yaml", env, home / "dagster_dev.log") as server:
             wait_until_ready(server, "facetalk", timeout=300)
+            config = {"ops": {OP_NAME: {"config": {"keys": keys, "workers": workers}}}}
             started = time.perf_counter()
-            run_ids = [launch_job_run(server, "ingest_sequence", {"dagster/partition": key}) for key in keys]
-            for run_id in run_ids:
-                wait_for_run(server, run_id, timeout=1800)
+            batch_id = launch_job_run(server, BATCH_JOB, run_config=config)
+            wait_for_run(server, batch_id, timeout=3600)
             seconds = time.perf_counter() - started
-        records = instance.get_run_records(RunsFilter(run_ids=run_ids))
-        assert {r.dagster_run.status for r in records} == {DagsterRunStatus.SUCCESS}
+        (batch,) = instance.get_run_records(RunsFilter(run_ids=[batch_id]))
+        records = instance.get_run_records(RunsFilter(job_name="ingest_sequence", tags={BATCH_TAG: batch_id}))
+        assert len(records) == len(keys) and {r.dagster_run.status for r in records} == {DagsterRunStatus.SUCCESS}
         run_seconds = sorted(r.end_time - r.start_time for r in records)
     finally:
         os.environ.clear()
         os.environ.update(saved)
     return {
         "seconds": round(seconds, 1),
-        "max_concurrent_runs": max_runs,
+        "workers": workers or len(os.sched_getaffinity(0)),
+        "queued_s": round(batch.start_time - batch.create_timestamp.timestamp(), 1),  # waiting for the daemon
         "median_run_s": round(run_seconds[len(run_seconds) // 2], 1),
     }
 
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct-meshes", type=int, default=4, help="sequences with mesh files of their own")
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--mesh-vertices", type=int, default=157_000)
-    parser.add_argument("--max-runs", type=int, default=2, help="the daemon route's max_concurrent_runs")
+    parser.add_argument("--daemon-workers", type=int, default=0, help="the batch run's lanes (0: the cores)")
     parser.add_argument("--skip-daemon", action="store_true")
     parser.add_argument("--workdir", default=tempfile.gettempdir())
     args = parser.parse_args(argv)
@@ -127,11 +131,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     one = figures["workers_1"]["seconds"]
     figures["workers_speedup"] = round(one / figures["workers_2"]["seconds"], 2)
     if not args.skip_daemon:
-        row = daemon_route(data, work / "store-daemon", encoder, work / "home-daemon", keys, args.max_runs)
+        row = daemon_route(data, work / "store-daemon", encoder, work / "home-daemon", keys, args.daemon_workers)
         figures["daemon"] = row
         figures["daemon_vs_workers_1"] = round(row["seconds"] / one, 2)
-        print(f"daemon route ({args.max_runs} runs at a time): {row['seconds']:.1f} s, median run "
-              f"{row['median_run_s']:.1f} s", flush=True)  # fmt: skip
+        print(f"daemon route (one batch run, {row['workers']} lanes): {row['seconds']:.1f} s (queued "
+              f"{row['queued_s']:.1f} s), median sequence run {row['median_run_s']:.1f} s", flush=True)  # fmt: skip
 
     print(f"\n{len(keys)} sequences: --workers 2 is x{figures['workers_speedup']:.2f} the speed of --workers 1"
           + (f"; the daemon route takes x{figures['daemon_vs_workers_1']:.2f} the time of --workers 1"

@@ -17,6 +17,7 @@ from dagster import job as dagster_job
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 
 JOB_NAME = "ingest_new_sequences"
+OP_NAME = "ingest_batch"  # the job's one op (a graph and its op may not share a name)
 BATCH_TAG = "facetalk/ingest_batch"  # on each `ingest_sequence` run: the batch run that ran it
 
 
@@ -26,7 +27,7 @@ class IngestBatchConfig(Config):
 
 
 @op(
-    name=JOB_NAME,
+    name=OP_NAME,
     out=Out(Nothing),
     description="Ingest the listed sequences (one `ingest_sequence` run each, `workers` at a time); "
     "unchanged ones are skipped; fails at the end when any failed, with the table.",

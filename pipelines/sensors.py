@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from pipelines.ingest_batch import JOB_NAME as BATCH_OP
+from pipelines.ingest_batch import OP_NAME as BATCH_OP
 from pipelines.jobs import ingest_new_sequences_job
 from pipelines.lifecycle import missing_sequences
 from pipelines.partitions import sequences_partitions

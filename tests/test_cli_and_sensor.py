@@ -106,7 +106,7 @@ def test_sensor_registers_new_sequences_in_bounded_batches(tmp_path):
         (request,) = result.run_requests
         assert isinstance(request, RunRequest) and request.job_name in (None, "ingest_new_sequences")
         assert request.partition_key is None and request.run_key.startswith("ingest-batch:")
-        return request.run_config["ops"]["ingest_new_sequences"]["config"]["keys"]
+        return request.run_config["ops"]["ingest_batch"]["config"]["keys"]
 
     first = tick(None)
     assert batch(first) == [f"ID{i:04d}_SEN01" for i in range(MAX_NEW_PER_TICK)]

@@ -6,7 +6,8 @@ import shutil
 import numpy as np
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from pipelines.ingest_batch import BATCH_TAG, JOB_NAME
+from pipelines.definitions import defs
+from pipelines.ingest_batch import BATCH_TAG, JOB_NAME, OP_NAME
 from pipelines.instance_config import instance_yaml
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 from pipelines.runner import job_with_resources
@@ -17,10 +18,16 @@ GOOD, OTHER, BAD = "ID0_SEN01", "ID1_SEN01", "ID2_SEN01"
 
 
 def _batch(instance, resources, keys, workers):
-    config = {"ops": {JOB_NAME: {"config": {"keys": keys, "workers": workers}}}}
+    config = {"ops": {OP_NAME: {"config": {"keys": keys, "workers": workers}}}}
     return job_with_resources(JOB_NAME, resources).execute_in_process(
         run_config=config, instance=instance, raise_on_error=False
     )
+
+
+def test_the_batch_job_loads_with_the_definitions():
+    repository = defs.get_repository_def()  # what the code server loads: names must not clash
+    assert repository.get_job(JOB_NAME).graph.node_names() == [OP_NAME]
+    assert repository.get_sensor_def("sequence_folder_sensor").job_name == JOB_NAME
 
 
 def _failure_metadata(result) -> dict:

@@ -135,5 +135,5 @@ def test_sensor_deregisters_deleted_folders_and_removes_their_store(setup):
     write_sequence(data, KEYS[2], n_frames=24, seed=9)  # added back: a new run, not deduplicated away
     back = tick()
     (request,) = back.run_requests
-    assert request.run_config["ops"]["ingest_new_sequences"]["config"]["keys"] == [KEYS[2]]
+    assert request.run_config["ops"]["ingest_batch"]["config"]["keys"] == [KEYS[2]]
     assert request.run_key != before  # the daemon would drop a request with a run key used before

@@ -43,7 +43,7 @@ def test_sensor_registers_2000_partitions_and_work_runs_for_some(tmp_path, tiny_
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         (request,) = result.run_requests  # one batch run per tick
-        requested += request.run_config["ops"]["ingest_new_sequences"]["config"]["keys"]
+        requested += request.run_config["ops"]["ingest_batch"]["config"]["keys"]
         cursor = result.cursor
     total = time.perf_counter() - started
     print(
