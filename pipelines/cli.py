@@ -55,9 +55,11 @@ def _resources(args: argparse.Namespace) -> dict:
 def _instance():
     from dagster import DagsterInstance
 
+    from pipelines import sqlite_events
     from pipelines.runner import fail_orphaned_runs
     from pipelines.settings import ensure_dagster_home
 
+    sqlite_events.install()  # a SQLite instance's per-event commits without fsyncs (see the module)
     home = ensure_dagster_home()
     print(f"Dagster instance: {home} (see these runs in the UI: {ui_hint(home)})")
     instance = DagsterInstance.get()

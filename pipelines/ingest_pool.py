@@ -23,6 +23,7 @@ from typing import Any
 
 from dagster import DagsterInstance
 
+from pipelines import sqlite_events
 from pipelines.ingest_report import Failure, SequenceOutcome, outcome_of
 
 JOB_NAME = "ingest_sequence"
@@ -79,6 +80,7 @@ def ingest_partitions(
     so a lane stuck on a long sequence does not hold back others. An in-memory instance cannot be
     shared with other processes: then everything runs here.
     """
+    sqlite_events.install()
     pending: queue.SimpleQueue[str] = queue.SimpleQueue()
     for key in keys:
         pending.put(key)
@@ -158,6 +160,7 @@ def _start_worker(
 ) -> None:
     import torch
 
+    sqlite_events.install()
     torch.set_num_threads(threads)
     _worker.update(
         instance=DagsterInstance.from_ref(instance_ref),
