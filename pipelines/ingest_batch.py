@@ -14,6 +14,7 @@ import os
 from dagster import Config, Failure, MetadataValue, Nothing, OpExecutionContext, Out, Output, in_process_executor, op
 from dagster import job as dagster_job
 
+from pipelines.instance_config import BATCH_LANES_TAG
 from pipelines.resources import AudioEncoderResource, DatasetResource, StoreResource
 
 JOB_NAME = "ingest_new_sequences"
@@ -79,6 +80,7 @@ def ingest_new_sequences_op(
     description="Ingest a batch of sequences (what `sequence_folder_sensor` requests once per tick): "
     "one `ingest_sequence` run per sequence, in this run's process and its worker processes.",
     executor_def=in_process_executor,  # one op; a step process would only re-import torch
+    tags={BATCH_LANES_TAG: "all-cores"},  # the instance's run queue starts one such run at a time
 )
 def ingest_new_sequences_job():
     ingest_new_sequences_op()

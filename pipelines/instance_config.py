@@ -9,7 +9,8 @@
 
 Both use the queued run coordinator: runs wait in the queue and the daemon starts at most
 `FACETALK_MAX_CONCURRENT_RUNS` (default 4) at once; the `gpu` pool (training) runs one step at a
-time per instance (`concurrency.pools.default_limit`).
+time per instance (`concurrency.pools.default_limit`), and one `ingest_new_sequences` batch runs at
+a time (its lanes already use every core).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PG_REQUIRED = ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", 
 PG_PORT = "DAGSTER_PG_PORT"
 MARKER = "# Written by facetalk"  # files starting with it are ours to rewrite; any other is the user's
 KINDS = ("sqlite", "postgres")
+BATCH_LANES_TAG = "facetalk/ingest_lanes"  # on ingest_new_sequences runs (pipelines/ingest_batch.py)
 
 
 class InstanceSettingError(ValueError):
@@ -52,6 +54,9 @@ concurrency:
     default_limit: 1  # the `gpu` pool: one training step at a time on this instance
   runs:
     max_concurrent_runs: {max_runs}
+    tag_concurrency_limits:  # one ingest_new_sequences batch at a time: its lanes use every core
+      - key: {BATCH_LANES_TAG}
+        limit: 1
 telemetry:
   enabled: false
 """

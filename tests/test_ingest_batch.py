@@ -24,10 +24,15 @@ def _batch(instance, resources, keys, workers):
     )
 
 
-def test_the_batch_job_loads_with_the_definitions():
+def test_the_batch_job_loads_with_the_definitions_and_the_queue_runs_one_batch_at_a_time(tmp_path):
     repository = defs.get_repository_def()  # what the code server loads: names must not clash
-    assert repository.get_job(JOB_NAME).graph.node_names() == [OP_NAME]
+    job = repository.get_job(JOB_NAME)
+    assert job.graph.node_names() == [OP_NAME]
     assert repository.get_sensor_def("sequence_folder_sensor").job_name == JOB_NAME
+    (tmp_path / "dagster.yaml").write_text(instance_yaml())
+    limits = DagsterInstance.from_config(str(tmp_path)).get_concurrency_config().run_queue_config.tag_concurrency_limits
+    (limit,) = [limit for limit in limits if limit["key"] in job.tags]
+    assert limit["limit"] == 1
 
 
 def _failure_metadata(result) -> dict:
