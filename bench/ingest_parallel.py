@@ -17,8 +17,13 @@ the last sequence stored:
 Only the first `--distinct-meshes` sequences get meshes of their own; the others hard-link them
 (meshes are read by reference, so what an ingest reads is the same; see
 `write_realistic_sequence(meshes_from=)`); audio, codes and FLAME differ in every sequence.
+That keeps generation at ~2 minutes (a hard-linked sequence takes ~0.1 s) whatever `--sequences`.
 
-Run: python -m bench.ingest_parallel [--sequences 24] [--daemon-workers 0] [--skip-daemon] [--workdir /var/tmp]
+Why 48 sequences by default (24 before): a worker process costs a few seconds to start (imports,
+the encoder's load), which 24 sequences of ~3 s amortize poorly; the real dataset has ~1,000.
+Fewer show the start-up more: pass `--sequences 24` to compare with earlier figures.
+
+Run: python -m bench.ingest_parallel [--sequences 48] [--daemon-workers 0] [--skip-daemon] [--workdir /var/tmp]
 The last line printed is one JSON object with the figures.
 """
 
@@ -87,7 +92,7 @@ def daemon_route(data: Path, store: Path, encoder: Path, home: Path, keys: list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", type=int, default=24)
+    parser.add_argument("--sequences", type=int, default=48)
     parser.add_argument("--distinct-meshes", type=int, default=4, help="sequences with mesh files of their own")
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--mesh-vertices", type=int, default=157_000)
