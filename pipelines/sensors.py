@@ -22,8 +22,9 @@ def sequence_folder_sensor(
 ) -> SensorResult | SkipReason:
     """Register each new sequence folder as a partition and request ONE run of `ingest_new_sequences`
     for the tick's new folders (at most MAX_NEW_PER_TICK; it runs `ingest_sequence` for each through
-    `facetalk ingest`'s pool, so the encoder loads once per lane, not once per sequence); deregister the partitions of folders that are gone and delete their stores, so segments stop
-    reading them (as `facetalk ingest --prune` does).
+    `facetalk ingest`'s pool, so the encoder loads once per lane, not once per sequence); deregister
+    the partitions of folders that are gone and delete their stores, so segments stop reading them
+    (as `facetalk ingest --prune` does).
 
     Deletion is guarded: when the root holds no sequence folder, or more than half of the known
     sequences vanished in one tick, nothing is removed and the tick says why (an unmounted or
