@@ -10,6 +10,7 @@ re-importing torch and reloading the encoder: more than the ingest itself costs.
 """
 
 import os
+from typing import Any
 
 from dagster import Config, Failure, MetadataValue, Nothing, OpExecutionContext, Out, Output, in_process_executor, op
 from dagster import job as dagster_job
@@ -25,6 +26,9 @@ BATCH_TAG = "facetalk/ingest_batch"  # on each `ingest_sequence` run: the batch 
 class IngestBatchConfig(Config):
     keys: list[str]  # the sequence partitions to ingest (registered already, by the sensor)
     workers: int = 0  # sequences at once; 0: the cores this run may use
+    # The per-sequence run config, as `facetalk ingest -c` takes it (configs/ingest_sequence.yaml):
+    # e.g. {"ops": {"nphm_meshes": {"config": {"mode": "copy"}}}}. Checked before any run.
+    sequence_run_config: dict[str, Any] | None = None
 
 
 @op(
@@ -46,6 +50,7 @@ def ingest_new_sequences_op(
 
     root = dataset.path
     require_writable_store(store.path)
+    run_config = ingest_run_config(config.sequence_run_config or None)  # a bad config fails here, naming the problem
     folders, skipped = [], []
     for key in dict.fromkeys(config.keys):
         try:
@@ -58,7 +63,7 @@ def ingest_new_sequences_op(
     summary = IngestSummary()
     ingest_folders(
         context.instance, {"dataset": dataset, "store": store, "audio_encoder": audio_encoder}, root, folders,
-        summary, context.log.info, workers, ingest_run_config(None), tags={BATCH_TAG: context.run_id},
+        summary, context.log.info, workers, run_config, tags={BATCH_TAG: context.run_id},
     )  # fmt: skip
     counts = {status: sum(o.status == status for o in summary.outcomes) for status in ("ok", "unchanged", "failed")}
     metadata = {

@@ -17,8 +17,11 @@ from tests.builders import write_sequence
 GOOD, OTHER, BAD = "ID0_SEN01", "ID1_SEN01", "ID2_SEN01"
 
 
+DRIFT = {"ops": {"audio_features": {"config": {"max_drift_s": 0.5}}}}  # a per-sequence run config
+
+
 def _batch(instance, resources, keys, workers):
-    config = {"ops": {OP_NAME: {"config": {"keys": keys, "workers": workers}}}}
+    config = {"ops": {OP_NAME: {"config": {"keys": keys, "workers": workers, "sequence_run_config": DRIFT}}}}
     return job_with_resources(JOB_NAME, resources).execute_in_process(
         run_config=config, instance=instance, raise_on_error=False
     )
@@ -77,6 +80,7 @@ def test_batch_run_ingests_the_good_sequences_and_fails_at_the_end_naming_the_ba
     assert {r.tags[BATCH_TAG] for r in runs} == {result.run_id}
     by_key = {r.tags["dagster/partition"]: r.status for r in runs}
     assert by_key == {GOOD: DagsterRunStatus.SUCCESS, OTHER: DagsterRunStatus.SUCCESS, BAD: DagsterRunStatus.FAILURE}
+    assert all(r.run_config["ops"]["audio_features"] == DRIFT["ops"]["audio_features"] for r in runs)
     lines = [record.user_message for record in instance.all_logs(result.run_id)]  # the op's log, one line each
     assert any(f"{GOOD}: ok" in line for line in lines) and any(
         f"{BAD}: FAILED nphm_expressions" in line for line in lines
