@@ -15,6 +15,7 @@ Nothing else changes: the same events in the same files, for the UI and the daem
 
 from __future__ import annotations
 
+import atexit
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -36,7 +37,16 @@ def install() -> None:
         from sqlalchemy.engine import Engine
 
         event.listen(Engine, "connect", _on_connect)
+        # The last close checkpoints, so the .db file is whole again when the process ends (explicitly:
+        # Python does not promise to finalize module globals at exit).
+        atexit.register(_close_kept)
         _installed = True
+
+
+def _close_kept() -> None:
+    with _lock:
+        while _kept:
+            _kept.popitem()[1].close()
 
 
 def _on_connect(dbapi_connection, _record) -> None:
