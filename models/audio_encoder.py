@@ -33,6 +33,7 @@ CNN_STRIDE = 320  # samples per CNN frame (product of the conv strides)
 CNN_RECEPTIVE_FIELD = 400  # samples seen by one CNN frame
 SAMPLE_RATE = 16_000
 RANDOM_INIT_MARKER = "facetalk_random_init"  # config attribute set by create_random_encoder
+DEMO_TRAINED_MARKER = "facetalk_demo_trained"  # config attribute: trained on the demo's synthetic speech only
 
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -89,6 +90,8 @@ class AudioEncoder(nn.Module):
         self.eval()
         self.source = source
         self.random_init = bool(getattr(model.config, RANDOM_INIT_MARKER, False))
+        # Phonetic features learned from espeak-ng voices only (ops.demo.encoder_training): real speech needs real weights.
+        self.demo_trained = bool(getattr(model.config, DEMO_TRAINED_MARKER, None))
         self.hidden_size = int(model.config.hidden_size)
 
     def train(self, mode: bool = True) -> AudioEncoder:
@@ -105,6 +108,7 @@ class AudioEncoder(nn.Module):
         return {
             "encoder_source": self.source,
             "encoder_random_weights": self.random_init,
+            "encoder_demo_trained": self.demo_trained,
             "encoder_hidden_size": self.hidden_size,
             "encoder_layers": int(config.num_hidden_layers),
             "encoder_parameters": sum(p.numel() for p in self.model.parameters()),

@@ -33,6 +33,40 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_encoder(args: argparse.Namespace) -> int:
+    from ops.demo.encoder_training import DemoEncoderConfig, train_demo_encoder
+    from pipelines import settings
+
+    config = DemoEncoderConfig(steps=args.steps, seed=args.seed)
+    train_demo_encoder(Path(args.path) if args.path else settings.default_encoder_path(), config, progress=print)
+    return 0
+
+
+def _ensure_demo_encoder(args: argparse.Namespace, encoder_path: Path) -> None:
+    """`facetalk demo` without an encoder of the user's: the demo encoder, trained once (a random one,
+    e.g. left by an earlier version or made by a UI run, is replaced; so are its cached features)."""
+    import json
+
+    from pipelines import settings
+
+    if args.encoder or os.environ.get(settings.ENCODER_ENV) or encoder_path != settings.default_encoder_path():
+        return
+    config_file = encoder_path / "config.json"
+    if config_file.is_file() and not json.loads(config_file.read_text()).get("facetalk_random_init", False):
+        return
+    from ops.demo.espeak import espeak_available
+
+    if not espeak_available():
+        print(
+            "espeak-ng is missing: the demo uses a randomly initialised audio encoder (its features carry no phonetics)"
+        )
+        return
+    from ops.demo.encoder_training import train_demo_encoder
+
+    print(f"training the demo audio encoder in {encoder_path} (once; a stand-in for real Wav2Vec2 weights) ...")
+    train_demo_encoder(encoder_path, progress=print)
+
+
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -139,6 +173,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         print(f"generating the demo dataset in {data_root} ...")
         generate_demo_dataset(data_root, DemoDataConfig(), progress=print, workers=_workers())
+    _ensure_demo_encoder(args, Path(resources["audio_encoder"].path))
     instance = _instance()
     from pipelines import settings
     from pipelines.runner import failure_messages, ingest_sequences, materialize_retrain
@@ -313,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo_data.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
 
+    demo_encoder = command(
+        "demo-encoder", "train the demo's audio encoder on espeak-ng speech (facetalk demo does it once)", _demo_encoder
+    )
+    demo_encoder.add_argument("path", metavar="PATH", nargs="?", help="folder to write (default: the demo encoder's)")
+    demo_encoder.add_argument("--steps", type=int, default=300, help="training steps")  # = DemoEncoderConfig's
+    demo_encoder.add_argument("--seed", type=int, default=0, help="random seed")
+
     for name, run, text in (
         ("ingest", _ingest, "register every sequence folder and materialize its per-sequence assets"),
         ("segments", _segments, "materialize training_segments (the build_training_segments job)"),
@@ -341,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--allow-random-encoder",
                 action="store_true",
-                help="ingest real data with the random demo encoder (features are meaningless)",
+                help="ingest real data with the demo encoder (its features do not describe real speech)",
             )
         if name == "segments":
             sub.add_argument("-c", "--config", help="run config YAML, e.g. configs/training_segments.yaml")

@@ -24,7 +24,7 @@ def default_data_root() -> Path:
 
 
 def default_encoder_path() -> Path:
-    return facetalk_home() / "models" / "wav2vec2-random-demo"
+    return facetalk_home() / "models" / "wav2vec2-demo"
 
 
 def data_root() -> Path:
@@ -81,14 +81,15 @@ ENCODER_ENV = "FACETALK_AUDIO_ENCODER"
 def random_encoder_refusal(data_root: Path, encoder_flag: str | None) -> str | None:
     """Why ingesting `data_root` with the random demo encoder is refused, or None when it is fine.
 
-    Real speech encoded by random weights gives meaningless features that are then cached and
-    trained on; only the demo dataset (it carries a marker) may use them without being asked."""
+    Real speech encoded by the demo encoder (random weights, or weights trained on espeak-ng's
+    synthetic voices only) gives features that are then cached and trained on as if they were
+    Wav2Vec2's; only the demo dataset (it carries a marker) may use it without being asked."""
     from storage.layout import is_demo_dataset
 
     if encoder_flag or os.environ.get(ENCODER_ENV) or is_demo_dataset(data_root):
         return None
     return (
         f"{data_root} is not the demo dataset, and no audio encoder is set: its speech would be encoded by "
-        f"random weights ({default_encoder_path()}). Point at real Wav2Vec2 weights with --encoder PATH or "
+        f"the demo encoder ({default_encoder_path()}: random weights, or trained on synthetic voices only). Point at real Wav2Vec2 weights with --encoder PATH or "
         f"{ENCODER_ENV}=PATH (README, 'Real Wav2Vec2 weights'), or pass --allow-random-encoder to go on anyway."
     )
