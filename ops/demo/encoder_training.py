@@ -78,7 +78,7 @@ CORPUS = (
 class DemoEncoderConfig:
     utterances: int = 96  # ~4 s each (two sentences): ~6 minutes of speech
     steps: int = 300
-    batch: int = 8
+    batch: int = 16
     crop_frames: int = 48  # 2 s at 24 fps per training example
     lr: float = 1e-3
     warmup_steps: int = 30
