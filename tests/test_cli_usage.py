@@ -95,6 +95,12 @@ def test_demo_data_defaults_are_the_demo_config():
     assert (args.identities, args.sequences, args.seconds, args.mesh_resolution, args.speech) == (
         config.n_identities, config.n_sequences, config.seconds, config.nphm_mesh_resolution, config.speech
     )  # fmt: skip
+    from ops.demo.encoder_training import DemoEncoderConfig
+
+    encoder_args = build_parser().parse_args(["demo-encoder"])
+    assert (encoder_args.path, encoder_args.steps, encoder_args.seed) == (
+        None, DemoEncoderConfig().steps, DemoEncoderConfig().seed
+    )  # fmt: skip
 
 
 def test_errors_are_one_line_with_the_traceback_only_when_verbose(tmp_path):
