@@ -102,7 +102,8 @@ def train_demo_encoder(
     config: DemoEncoderConfig = DemoEncoderConfig(),
     progress: Callable[[str], None] | None = None,
 ) -> DemoEncoderSummary:
-    """Train the demo encoder (see the module doc) and save it to `path` (replaced whole, atomically)."""
+    """Train the demo encoder (see the module doc) and save it to `path`, replacing what is there: a killed
+    run leaves the old encoder or none (the next `facetalk demo` trains again), never a half-written one."""
     import torch
 
     if not espeak_available():
