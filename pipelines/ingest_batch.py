@@ -29,6 +29,8 @@ class IngestBatchConfig(Config):
     # The per-sequence run config, as `facetalk ingest -c` takes it (configs/ingest_sequence.yaml):
     # e.g. {"ops": {"nphm_meshes": {"config": {"mode": "copy"}}}}. Checked before any run.
     sequence_run_config: dict[str, Any] | None = None
+    # As `facetalk ingest --allow-random-encoder`: real data with the demo encoder (see settings.random_encoder_refusal).
+    allow_random_encoder: bool = False
 
 
 @op(
@@ -44,11 +46,17 @@ def ingest_new_sequences_op(
     store: StoreResource,
     audio_encoder: AudioEncoderResource,
 ):
+    from pathlib import Path
+
     from pipelines.ingest_report import outcome_markdown
     from pipelines.runner import IngestSummary, ingest_folders, ingest_run_config, require_writable_store
+    from pipelines.settings import default_encoder_path, random_encoder_refusal
     from storage.layout import InvalidSequenceName, SequenceNotFound
 
     root = dataset.path
+    chosen = audio_encoder.path if Path(audio_encoder.path).expanduser() != default_encoder_path() else None
+    if not config.allow_random_encoder and (refusal := random_encoder_refusal(root, chosen)):
+        raise Failure(description=f"{refusal} (in this job's config: allow_random_encoder: true)")
     require_writable_store(store.path)
     run_config = ingest_run_config(config.sequence_run_config or None)  # a bad config fails here, naming the problem
     folders, skipped = [], []

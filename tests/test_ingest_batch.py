@@ -98,3 +98,24 @@ def test_batch_run_ingests_the_good_sequences_and_fails_at_the_end_naming_the_ba
     assert (metadata["ok"].value, metadata["unchanged"].value, metadata["skipped"].value) == (1, 1, 1)
     assert f"| {OTHER} | skipped |" in metadata["sequences"].value
     assert len(instance.get_runs(RunsFilter(job_name="ingest_sequence"))) == 4  # only BAD ran again
+
+
+def test_batch_refuses_real_data_with_the_demo_encoder_before_any_run(tmp_path, monkeypatch):
+    from pipelines.settings import default_encoder_path
+
+    monkeypatch.delenv("FACETALK_AUDIO_ENCODER", raising=False)
+    data = tmp_path / "data"
+    write_sequence(data, GOOD, n_frames=24, seed=0, nphm_meshes=False)  # no demo marker: a user's data
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("sequences", [GOOD])
+    resources = {
+        "dataset": DatasetResource(root=str(data)),
+        "store": StoreResource(root=str(tmp_path / "store")),
+        "audio_encoder": AudioEncoderResource(path=str(default_encoder_path()), create_demo_if_missing=True),
+    }
+    result = _batch(instance, resources, [GOOD], workers=1)
+    assert not result.success
+    (event,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    message = event.step_failure_data.user_failure_data.description
+    assert str(data) in message and "FACETALK_AUDIO_ENCODER" in message and "allow_random_encoder" in message
+    assert not instance.get_runs(RunsFilter(job_name="ingest_sequence"))  # refused before any sequence ran
