@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_data.add_argument("--identities", type=int, default=10, help="number of synthetic people")
     demo_data.add_argument("--sequences", type=int, default=3, help="sequences per identity")
     demo_data.add_argument("--seconds", type=float, default=4.0, help="length of each sequence in seconds")
-    demo_data.add_argument("--mesh-resolution", type=int, default=48, help="NPHM-like mesh grid (0: no meshes)")
+    demo_data.add_argument("--mesh-resolution", type=int, default=64, help="NPHM-like mesh grid (0: no meshes)")
     demo_data.add_argument(
         "--speech", choices=("auto", "espeak-ng", "formant"), default="auto",
         help="who speaks the sentences: espeak-ng with phoneme timings (auto: when installed) or the formant synthesizer",

@@ -62,7 +62,7 @@ class DemoDataConfig:
     seconds: float = 4.0
     fps: int = 24
     sample_rate: int = 16000
-    nphm_mesh_resolution: int = 48  # 0 skips the per-frame NPHM meshes (the slow part)
+    nphm_mesh_resolution: int = 64  # = the renders' grid, so both panels are alike; 0 skips the meshes (the slow part)
     seed: int = 0
     speech: str = "auto"  # "espeak-ng" (phonetic), "formant" (the fallback), "auto": espeak-ng when installed
 
