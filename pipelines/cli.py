@@ -51,8 +51,10 @@ def _ensure_demo_encoder(args: argparse.Namespace, encoder_path: Path) -> None:
 
     if args.encoder or os.environ.get(settings.ENCODER_ENV) or encoder_path != settings.default_encoder_path():
         return
+    from models.audio_encoder import RANDOM_INIT_MARKER
+
     config_file = encoder_path / "config.json"
-    if config_file.is_file() and not json.loads(config_file.read_text()).get("facetalk_random_init", False):
+    if config_file.is_file() and not json.loads(config_file.read_text()).get(RANDOM_INIT_MARKER, False):
         return
     from ops.demo.espeak import espeak_available
 

@@ -54,3 +54,20 @@ def test_facetalk_demo_encoder_command(tmp_path):
     result = facetalk(tmp_path, "demo-encoder", str(tmp_path / "enc"), "--steps", "2")
     assert result.returncode == 0, result.stderr
     assert "phoneme accuracy" in result.stdout and load_audio_encoder(tmp_path / "enc").demo_trained
+
+
+def test_facetalk_demo_trains_the_encoder_only_when_none_of_the_users_is_set(tmp_path, monkeypatch):
+    import argparse
+
+    from pipelines.cli import _ensure_demo_encoder
+    from pipelines.settings import default_encoder_path
+
+    monkeypatch.delenv("FACETALK_AUDIO_ENCODER", raising=False)
+    default = default_encoder_path()
+    _ensure_demo_encoder(argparse.Namespace(encoder=str(tmp_path / "mine")), default)  # the user's: no training
+    assert not default.exists()
+
+    default.mkdir(parents=True)
+    (default / "config.json").write_text(json.dumps({"model_type": "wav2vec2", DEMO_TRAINED_MARKER: {"steps": 1}}))
+    _ensure_demo_encoder(argparse.Namespace(encoder=None), default)  # trained already: kept as it is
+    assert sorted(p.name for p in default.iterdir()) == ["config.json"]
