@@ -196,7 +196,7 @@ def _train(staging, waves, labels, n_classes, config, rng, say):
     samples = round(config.crop_frames / config.fps * SAMPLE_RATE)
     width = model.config.hidden_size
     now_head, ahead_head = torch.nn.Linear(width, n_classes), torch.nn.Linear(width, n_classes)
-    parameters = [p for p in (*model.parameters(), *now_head.parameters(), *ahead_head.parameters()) if p.requires_grad]
+    parameters = [*model.parameters(), *now_head.parameters(), *ahead_head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.01)
     crop, ahead = config.crop_frames, max(1, round(LOOK_AHEAD_S * config.fps))
     recent: list[float] = []
